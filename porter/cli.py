@@ -21,6 +21,51 @@ def _cmd_convert_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_port(args: argparse.Namespace) -> int:
+    from porter.pipeline import port
+    from porter.recipes import RECIPES
+
+    spec, outdir, model_class = args.source, args.output, None
+    recipe = RECIPES.get(spec)
+    if recipe is not None:
+        spec, model_class = recipe.source, recipe.model_class
+        outdir = outdir or recipe.outdir
+    if outdir is None:
+        raise PorterError("missing -o OUTDIR (only built-in recipes have a default)", args.source)
+    command = f"porter port {args.source}" + (f" -o {args.output}" if args.output else "")
+    result = port(spec, Path(outdir), command=command, model_class=model_class)
+    print(summary(result), file=sys.stderr)
+    if args.strict and result.ctx.findings:
+        print(
+            f"porter: error: --strict: {len(result.ctx.findings)} construct(s) left unported",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def summary(result) -> str:  # type: ignore[no-untyped-def]
+    ctx = result.ctx
+    lines = [f"ported {result.source.display}"]
+    lines.append(f"  from {result.source.path}")
+    for path in result.written:
+        lines.append(f"  wrote {path}")
+    lines.append("rules applied:")
+    for rule, n in sorted(ctx.applied.items()):
+        lines.append(f"  {rule:<28} {n:>4}")
+    if ctx.resolutions:
+        lines.append("library names:")
+        for name, (how, _) in sorted(ctx.resolutions.items()):
+            lines.append(f"  {name:<60} {how}")
+    if ctx.findings:
+        lines.append(f"unported ({len(ctx.findings)}, marked XXX in the output):")
+        for f in ctx.findings:
+            lines.append(f"  {f.where(result.source)}: [{f.rule}] {f.message}")
+    else:
+        lines.append("unported: none")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="porter",
@@ -28,6 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"porter {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    pp = sub.add_parser(
+        "port",
+        help="port a PyTorch model file to MLX",
+        description=(
+            "Port SOURCE (a .py path, a dotted module name located without importing it, or a "
+            "built-in recipe such as z-image) to MLX code in OUTDIR.\n\n"
+            "examples:\n"
+            "  porter port z-image\n"
+            "  porter port diffusers.models.transformers.transformer_z_image -o out/z_image\n"
+            "  porter port ./my_model.py -o out/my_model --strict"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pp.add_argument("source", help="a .py path, a dotted module name, or a recipe (z-image)")
+    pp.add_argument("-o", "--output", help="output folder (default for recipes: their folder)")
+    pp.add_argument(
+        "--strict", action="store_true", help="exit 1 if any construct is left unported"
+    )
+    pp.set_defaults(func=_cmd_port)
 
     cw = sub.add_parser(
         "convert-weights",

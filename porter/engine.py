@@ -1,0 +1,186 @@
+"""Stage 3: the rule engine. Runs LibCST rules in a fixed order and collects their findings.
+
+A rule never prints. It rewrites the tree and reports through its ``PortContext``: ``count``
+for what it applied and ``unported`` for what it could not port. Every node keeps the source
+line it came from, even after earlier rules replaced it, so findings always name the line in
+the PyTorch file that a user can open.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import libcst as cst
+from libcst.metadata import (
+    MetadataWrapper,
+    PositionProvider,
+    QualifiedNameProvider,
+    QualifiedNameSource,
+)
+
+from porter.locate import Source
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A construct porter could not port: kept in place, marked inline, listed in the summary."""
+
+    rule: str
+    line: int
+    message: str
+    code: str
+
+    def where(self, source: Source) -> str:
+        return f"{source.path}:{self.line}"
+
+
+@dataclass
+class PortContext:
+    """What the rules share while porting one source file."""
+
+    source: Source
+    applied: Counter[str] = field(default_factory=Counter)
+    findings: list[Finding] = field(default_factory=list)
+    # Names the generated code needs from the rendered support module, keyed by snippet id.
+    support: dict[str, set[str]] = field(default_factory=dict)
+    # How each name imported from elsewhere was resolved: qualified name -> (how, detail).
+    resolutions: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Extra imports the generated module needs ("numpy", "types.SimpleNamespace", ...).
+    imports: set[str] = field(default_factory=set)
+    # id(node) -> (node, first line, last line in the source); holding the node keeps its id
+    # unique for the whole port.
+    _origin: dict[int, tuple[cst.CSTNode, int, int]] = field(default_factory=dict)
+
+    def need(self, snippet: str, name: str) -> cst.Name:
+        """Record that the output uses ``name`` from support snippet ``snippet``."""
+        self.support.setdefault(snippet, set()).add(name)
+        return cst.Name(name)
+
+    def line_of(self, node: cst.CSTNode) -> int:
+        hit = self._origin.get(id(node))
+        return hit[1] if hit else 0
+
+    def span_of(self, node: cst.CSTNode) -> tuple[int, int] | None:
+        hit = self._origin.get(id(node))
+        return (hit[1], hit[2]) if hit else None
+
+    def inherit(self, original: cst.CSTNode, updated: cst.CSTNode) -> None:
+        if original is updated or id(updated) in self._origin:
+            return
+        hit = self._origin.get(id(original))
+        if hit:
+            self._origin[id(updated)] = (updated, hit[1], hit[2])
+
+    def record_positions(self, module: cst.Module) -> None:
+        wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+        for node, pos in wrapper.resolve(PositionProvider).items():
+            self._origin[id(node)] = (node, pos.start.line, pos.end.line)
+
+
+class Rule(cst.CSTTransformer):
+    """Base of every rule: a LibCST transformer with an id, a description and a context.
+
+    Subclasses set ``id`` (stable, used in findings and markers) and ``description``.
+    """
+
+    id: ClassVar[str]
+    description: ClassVar[str]
+    order: ClassVar[int]
+    METADATA_DEPENDENCIES = (QualifiedNameProvider,)
+
+    def __init__(self, ctx: PortContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    # -- helpers for subclasses -------------------------------------------------------------
+
+    def qualified(self, node: cst.CSTNode) -> str | None:
+        """The fully qualified, absolute name ``node`` refers to, or None."""
+        if not _is_dotted(node):
+            return None
+        try:
+            names = self.get_metadata(QualifiedNameProvider, node, set())
+        except KeyError:
+            return None
+        for qn in sorted(names, key=lambda q: q.name):
+            return absolute_name(qn.name, self.ctx.source.package)
+        return None
+
+    def imported(self, node: cst.CSTNode) -> str | None:
+        """Like ``qualified``, but only for names that come from an import."""
+        if not _is_dotted(node):
+            return None
+        try:
+            names = self.get_metadata(QualifiedNameProvider, node, set())
+        except KeyError:
+            return None
+        for qn in sorted(names, key=lambda q: q.name):
+            if qn.source is QualifiedNameSource.IMPORT:
+                return absolute_name(qn.name, self.ctx.source.package)
+        return None
+
+    def applied(self, n: int = 1) -> None:
+        self.ctx.applied[self.id] += n
+
+    def unported(self, node: cst.CSTNode, message: str) -> None:
+        code = cst.Module([]).code_for_node(node).strip().splitlines()[0][:80]
+        finding = Finding(self.id, self.ctx.line_of(node), message, code)
+        if finding not in self.ctx.findings:
+            self.ctx.findings.append(finding)
+
+    def on_leave(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        self.ctx.inherit(original_node, updated_node)
+        result = super().on_leave(original_node, updated_node)
+        if isinstance(result, cst.CSTNode):
+            self.ctx.inherit(original_node, result)
+        return result
+
+
+def _is_dotted(node: cst.CSTNode) -> bool:
+    """``a.b.c`` is a name; ``f(x).to`` is a method on a value, not a qualified name."""
+    while isinstance(node, cst.Attribute):
+        node = node.value
+    return isinstance(node, cst.Name)
+
+
+def absolute_name(name: str, package: str) -> str:
+    """Resolve a relative qualified name such as ``...models.normalization.RMSNorm``."""
+    if not name.startswith("."):
+        return name
+    dots = len(name) - len(name.lstrip("."))
+    base = package.split(".") if package else []
+    if dots > 1:
+        base = base[: len(base) - (dots - 1)]
+    rest = name[dots:]
+    return ".".join([*base, rest]) if rest else ".".join(base)
+
+
+def discover_rules() -> list[type[Rule]]:
+    """Every rule module in ``porter.rules``, sorted by its declared ``order``."""
+    import porter.rules as pkg
+
+    found: list[type[Rule]] = []
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"porter.rules.{info.name}")
+        rule = getattr(module, "RULE", None)
+        if rule is not None:
+            found.append(rule)
+    ids = [r.id for r in found]
+    if len(ids) != len(set(ids)):
+        raise RuntimeError(f"duplicate rule ids: {sorted(ids)}")
+    return sorted(found, key=lambda r: (r.order, r.id))
+
+
+def run_rules(module: cst.Module, ctx: PortContext, rules: list[type[Rule]]) -> cst.Module:
+    """Apply ``rules`` in order; metadata is recomputed for each rule on the current tree."""
+    ctx.record_positions(module)
+    for rule_cls in rules:
+        wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+        module = wrapper.visit(rule_cls(ctx))
+    return module

@@ -1,0 +1,72 @@
+"""The whole port, one stage per line: locate -> parse -> rules -> templates -> format -> write.
+
+Each stage lives in its own module; this one only strings them together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import libcst as cst
+
+from porter import __version__
+from porter.engine import PortContext, discover_rules, run_rules
+from porter.errors import PorterError
+from porter.format import format_code
+from porter.locate import Source, locate
+from porter.render import render, render_snippet, snippet_order
+from porter.write import write_files
+
+
+@dataclass
+class PortResult:
+    source: Source
+    ctx: PortContext
+    files: dict[str, str]
+    written: list[Path]
+
+
+def parse(source: Source) -> cst.Module:
+    try:
+        return cst.parse_module(source.text)
+    except cst.ParserSyntaxError as err:
+        where = f"{source.path}:{err.raw_line}"
+        message = str(err.message).splitlines()[0] if err.message else "syntax error"
+        raise PorterError(f"syntax error: {message}", where) from None
+
+
+def port(spec: str, outdir: Path, command: str, model_class: str | None = None) -> PortResult:
+    source = locate(spec)
+    module = parse(source)
+    ctx = PortContext(source)
+    module = run_rules(module, ctx, discover_rules())
+    files = render_files(source, module, ctx, command, model_class)
+    return PortResult(source, ctx, files, write_files(outdir, files))
+
+
+def render_files(
+    source: Source, module: cst.Module, ctx: PortContext, command: str, model_class: str | None
+) -> dict[str, str]:
+    stem = source.path.stem if source.path.name != "__init__.py" else source.path.parent.name
+    header = {"version": __version__, "source": source.display, "sha256": source.sha256}
+    header["command"] = command
+    exports = _public_names(module)
+    model = model_class or next((n for n in reversed(exports) if n[:1].isupper()), None)
+    files = {f"{stem}.py": render("module.py.j2", code=module.code, **header)}
+    snippets = [render_snippet(s) for s in snippet_order(set(ctx.support))]
+    files["support.py"] = render("support.py.j2", snippets=snippets, module=stem, **header)
+    if model is not None:
+        files["weights.py"] = render(
+            "weights.py.j2", module=stem, model_class=model, layout_plan="[]", **header
+        )
+        files["__init__.py"] = render("package_init.py.j2", module=stem, exports=exports, **header)
+    return {name: format_code(text, name) for name, text in files.items()}
+
+
+def _public_names(module: cst.Module) -> list[str]:
+    names = []
+    for stmt in module.body:
+        if isinstance(stmt, (cst.ClassDef, cst.FunctionDef)) and not stmt.name.value.startswith("_"):
+            names.append(stmt.name.value)
+    return names

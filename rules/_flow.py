@@ -1,0 +1,374 @@
+"""A small, module-wide dataflow analysis: which names, attributes and returns carry a tag.
+
+Rules use it to follow one kind of value (complex tensors, float64 numpy arrays) through a
+model file: assignments, tuple unpacking, ``list.append``, comprehensions, ``self``
+attributes, method returns and call arguments, until nothing changes. It is flow-insensitive
+within a function: a name that ever holds a tagged value is tagged everywhere in it.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+ALL = -1  # marks "the whole return value" in FunctionFacts.returns
+
+
+@dataclass
+class FunctionFacts:
+    key: str
+    node: cst.FunctionDef
+    cls: str | None
+    parent: str | None  # enclosing function key, for closures
+    params: list[str]
+    names: set[str] = field(default_factory=set)
+    returns: set[int] = field(default_factory=set)
+
+
+@dataclass
+class Flow:
+    """Tagged facts for one module. ``source(expr, fn)`` says whether an expression creates a
+    tagged value by itself (``torch.polar(...)``); ``keeps(method)`` whether a method keeps
+    the tag of its receiver; ``breaks(expr)`` whether a call ends it (``view_as_real``)."""
+
+    source: Callable[[cst.BaseExpression], bool]
+    keeps: Callable[[str], bool]
+    breaks: Callable[[cst.BaseExpression], bool]
+    backward_mult: bool = False
+    # Whether a library call passes the tag of its first argument on (default: every one).
+    passes: Callable[[cst.Call], bool] | None = None
+    functions: dict[str, FunctionFacts] = field(default_factory=dict)
+    attrs: dict[str, set[str]] = field(default_factory=dict)
+    attr_types: dict[str, dict[str, str]] = field(default_factory=dict)
+    classes: set[str] = field(default_factory=set)
+    by_node: dict[int, FunctionFacts] = field(default_factory=dict)
+
+    # -- building ---------------------------------------------------------------------------
+
+    def collect(self, module: cst.Module) -> None:
+        flow = self
+
+        class Collect(cst.CSTVisitor):
+            def __init__(self) -> None:
+                self.cls: list[str] = []
+                self.fns: list[str] = []
+
+            def visit_ClassDef(self, node: cst.ClassDef) -> None:
+                self.cls.append(node.name.value)
+                flow.classes.add(node.name.value)
+
+            def leave_ClassDef(self, node: cst.ClassDef) -> None:
+                self.cls.pop()
+
+            def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+                owner = self.fns[-1] if self.fns else (self.cls[-1] if self.cls else None)
+                key = f"{owner}.{node.name.value}" if owner else node.name.value
+                in_class = bool(self.cls) and not self.fns
+                params = [p.name.value for p in node.params.params]
+                params += [p.name.value for p in node.params.kwonly_params]
+                facts = FunctionFacts(
+                    key=key,
+                    node=node,
+                    cls=self.cls[-1] if self.cls else None,
+                    parent=self.fns[-1] if self.fns else None,
+                    params=params[1:] if in_class and not _is_static(node) else params,
+                )
+                flow.functions[key] = facts
+                flow.by_node[id(node)] = facts
+                self.fns.append(key)
+
+            def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
+                self.fns.pop()
+
+            def visit_Assign(self, node: cst.Assign) -> None:
+                # self.attr = ClassName(...) lets calls through self.attr reach that class.
+                if not self.cls or not isinstance(node.value, cst.Call):
+                    return
+                func = node.value.func
+                if isinstance(func, cst.Name):
+                    for t in node.targets:
+                        attr = _self_attr(t.target)
+                        if attr:
+                            flow.attr_types.setdefault(self.cls[-1], {})[attr] = func.value
+
+        module.visit(Collect())
+
+    def solve(self, rounds: int = 12) -> None:
+        for _ in range(rounds):
+            before = self._size()
+            for facts in list(self.functions.values()):
+                self._scan(facts)
+            if self._size() == before:
+                return
+
+    def _size(self) -> int:
+        return sum(len(f.names) + len(f.returns) for f in self.functions.values()) + sum(
+            len(a) for a in self.attrs.values()
+        )
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def function_for(self, node: cst.FunctionDef) -> FunctionFacts | None:
+        return self.by_node.get(id(node))
+
+    def tagged(self, expr: cst.BaseExpression, fn: FunctionFacts | None) -> bool:
+        if self.breaks(expr):
+            return False
+        if self.source(expr):
+            return True
+        if isinstance(expr, cst.Name):
+            return fn is not None and self._name_tagged(expr.value, fn)
+        if isinstance(expr, cst.Attribute):
+            attr = _self_attr(expr)
+            if attr and fn is not None and fn.cls:
+                return attr in self.attrs.get(fn.cls, set())
+            return False
+        if isinstance(expr, cst.Subscript):
+            return self.tagged(expr.value, fn)
+        if isinstance(expr, cst.BinaryOperation):
+            return self.tagged(expr.left, fn) or self.tagged(expr.right, fn)
+        if isinstance(expr, cst.IfExp):
+            return self.tagged(expr.body, fn) or self.tagged(expr.orelse, fn)
+        if isinstance(expr, (cst.List, cst.Tuple)):
+            return any(self.tagged(e.value, fn) for e in expr.elements)
+        if isinstance(expr, (cst.ListComp, cst.GeneratorExp)):
+            return self._comp_tagged(expr, fn)
+        if isinstance(expr, cst.Call):
+            return self._call_tagged(expr, fn)
+        return False
+
+    def _name_tagged(self, name: str, fn: FunctionFacts) -> bool:
+        scope: FunctionFacts | None = fn
+        while scope is not None:
+            if name in scope.names:
+                return True
+            if name in scope.params or _assigns(scope.node, name):
+                return False
+            scope = self.functions.get(scope.parent) if scope.parent else None
+        return False
+
+    def _comp_tagged(self, expr: cst.ListComp | cst.GeneratorExp, fn: FunctionFacts | None) -> bool:
+        targets = []
+        for f in _comprehensions(expr):
+            if self.tagged(f.iter, fn) and isinstance(f.target, cst.Name):
+                targets.append(f.target.value)
+        if fn is None:
+            return False
+        added = [t for t in targets if t not in fn.names]
+        fn.names.update(added)
+        try:
+            return self.tagged(expr.elt, fn)
+        finally:
+            fn.names.difference_update(added)
+
+    def _call_tagged(self, expr: cst.Call, fn: FunctionFacts | None) -> bool:
+        func = expr.func
+        callee = self.resolve_call(expr, fn)
+        if callee is not None:
+            return ALL in callee.returns
+        if isinstance(func, cst.Name) and func.value in ("list", "tuple"):
+            return bool(expr.args) and self.tagged(expr.args[0].value, fn)
+        if isinstance(func, cst.Attribute) and self.keeps(func.attr.value):
+            if self.tagged(func.value, fn):
+                return True
+        # A library function applied to a tagged value (pad_sequence, torch.cat) keeps it.
+        if expr.args and self._is_library(func):
+            if self.passes is not None and not self.passes(expr):
+                return False
+            return self.tagged(expr.args[0].value, fn)
+        return False
+
+    def _is_library(self, func: cst.BaseExpression) -> bool:
+        # Calls on a receiver expression are methods (handled by keeps); plain names and
+        # module attributes are library functions.
+        if isinstance(func, cst.Name):
+            return (
+                func.value not in self.classes
+                and func.value not in self.functions
+                and not hasattr(builtins, func.value)
+            )
+        if isinstance(func, cst.Attribute):
+            root = func
+            while isinstance(root, cst.Attribute):
+                root = root.value
+            return isinstance(root, cst.Name) and root.value in ("torch", "F", "nn", "np", "mx")
+        return False
+
+    def tuple_index_tagged(self, expr: cst.BaseExpression, index: int, fn: FunctionFacts) -> bool:
+        if isinstance(expr, cst.Tuple) and index < len(expr.elements):
+            return self.tagged(expr.elements[index].value, fn)
+        if isinstance(expr, cst.Call):
+            callee = self.resolve_call(expr, fn)
+            if callee is not None:
+                return index in callee.returns or ALL in callee.returns
+        return False
+
+    def resolve_call(self, expr: cst.Call, fn: FunctionFacts | None) -> FunctionFacts | None:
+        """The function a call reaches, when it is defined in this module."""
+        func = expr.func
+        cls = fn.cls if fn else None
+        if isinstance(func, cst.Name):
+            # A nested function, then a module-level function, then a class's __call__.
+            scope = fn
+            while scope is not None:
+                hit = self.functions.get(f"{scope.key}.{func.value}")
+                if hit:
+                    return hit
+                scope = self.functions.get(scope.parent) if scope.parent else None
+            if func.value in self.functions:
+                return self.functions[func.value]
+            return None
+        if isinstance(func, cst.Attribute):
+            method = func.attr.value
+            owner = func.value
+            if isinstance(owner, cst.Name) and owner.value in ("self", "cls") and cls:
+                hit = self.functions.get(f"{cls}.{method}")
+                if hit:
+                    return hit
+                typ = self.attr_types.get(cls, {}).get(method)
+                if typ:
+                    return self.functions.get(f"{typ}.__call__") or self.functions.get(
+                        f"{typ}.forward"
+                    )
+                return None
+            if isinstance(owner, cst.Name) and owner.value in self.classes:
+                return self.functions.get(f"{owner.value}.{method}")
+            attr = _self_attr(owner)
+            if attr and cls:
+                typ = self.attr_types.get(cls, {}).get(attr)
+                if typ:
+                    return self.functions.get(f"{typ}.{method}")
+        return None
+
+    # -- one pass over one function ---------------------------------------------------------
+
+    def _scan(self, fn: FunctionFacts) -> None:
+        flow = self
+
+        class Scan(cst.CSTVisitor):
+            def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+                return node is fn.node  # nested functions are scanned on their own
+
+            def visit_Assign(self, node: cst.Assign) -> None:
+                for t in node.targets:
+                    flow._bind(t.target, node.value, fn)
+
+            def visit_AugAssign(self, node: cst.AugAssign) -> None:
+                flow._bind(node.target, node.value, fn)
+
+            def visit_For(self, node: cst.For) -> None:
+                if flow.tagged(node.iter, fn) and isinstance(node.target, cst.Name):
+                    fn.names.add(node.target.value)
+
+            def visit_Return(self, node: cst.Return) -> None:
+                value = node.value
+                if value is None:
+                    return
+                if isinstance(value, cst.Tuple):
+                    for i, e in enumerate(value.elements):
+                        if flow.tagged(e.value, fn):
+                            fn.returns.add(i)
+                elif flow.tagged(value, fn):
+                    fn.returns.add(ALL)
+
+            def visit_Call(self, node: cst.Call) -> None:
+                func = node.func
+                # xs.append(tagged) tags the list.
+                if (
+                    isinstance(func, cst.Attribute)
+                    and func.attr.value in ("append", "extend", "insert")
+                    and isinstance(func.value, cst.Name)
+                    and node.args
+                    and flow.tagged(node.args[-1].value, fn)
+                ):
+                    fn.names.add(func.value.value)
+                # Tagged arguments tag the parameters of functions defined here.
+                callee = flow.resolve_call(node, fn)
+                if callee is None:
+                    return
+                pos = 0
+                for a in node.args:
+                    if a.star:
+                        continue
+                    if a.keyword is not None:
+                        name = a.keyword.value
+                    elif pos < len(callee.params):
+                        name = callee.params[pos]
+                        pos += 1
+                    else:
+                        continue
+                    if flow.tagged(a.value, fn):
+                        callee.names.add(name)
+
+            def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
+                if not flow.backward_mult or not isinstance(node.operator, cst.Multiply):
+                    return
+                left, right = flow.tagged(node.left, fn), flow.tagged(node.right, fn)
+                for side, other in ((node.left, right), (node.right, left)):
+                    if other and isinstance(side, cst.Name) and not flow.tagged(side, fn):
+                        fn.names.add(side.value)
+
+        fn.node.visit(Scan())
+
+    def _bind(self, target: cst.BaseExpression, value: cst.BaseExpression, fn: FunctionFacts) -> None:
+        if isinstance(target, cst.Name):
+            if self.tagged(value, fn):
+                fn.names.add(target.value)
+            return
+        attr = _self_attr(target)
+        if attr and fn.cls:
+            if self.tagged(value, fn):
+                self.attrs.setdefault(fn.cls, set()).add(attr)
+            return
+        if isinstance(target, (cst.Tuple, cst.List)):
+            for i, e in enumerate(target.elements):
+                inner = e.value
+                if isinstance(inner, cst.Name) and self.tuple_index_tagged(value, i, fn):
+                    fn.names.add(inner.value)
+
+
+def _self_attr(node: cst.BaseExpression) -> str | None:
+    if (
+        isinstance(node, cst.Attribute)
+        and isinstance(node.value, cst.Name)
+        and node.value.value == "self"
+    ):
+        return node.attr.value
+    return None
+
+
+def _is_static(node: cst.FunctionDef) -> bool:
+    return any(
+        isinstance(d.decorator, cst.Name) and d.decorator.value == "staticmethod"
+        for d in node.decorators
+    )
+
+
+def _comprehensions(expr: cst.ListComp | cst.GeneratorExp) -> list[cst.CompFor]:
+    out = []
+    f: cst.CompFor | None = expr.for_in
+    while f is not None:
+        out.append(f)
+        f = f.inner_for_in
+    return out
+
+
+def _assigns(fn: cst.FunctionDef, name: str) -> bool:
+    """Whether ``name`` is bound in ``fn`` itself (so it does not come from a closure)."""
+    found = False
+
+    class Find(cst.CSTVisitor):
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            return node is fn
+
+        def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+            nonlocal found
+            if isinstance(node.target, cst.Name) and node.target.value == name:
+                found = True
+
+    fn.visit(Find())
+    return found

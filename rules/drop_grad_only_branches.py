@@ -1,0 +1,104 @@
+"""drop_grad_only_branches: remove branches that only run under autograd or old PyTorch.
+
+Before::
+
+    x = (
+        self._gradient_checkpointing_func(layer, x, mask)
+        if torch.is_grad_enabled() and self.gradient_checkpointing
+        else layer(x, mask)
+    )
+    if not hasattr(F, "scaled_dot_product_attention"):
+        raise ImportError("needs PyTorch 2.0")
+
+After::
+
+    x = layer(x, mask)
+
+Fix safety: in an inference port ``torch.is_grad_enabled()`` is False, so gradient
+checkpointing branches are dead; checkpointing never changes forward values anyway. A
+``hasattr(torch_module, ...)`` feature probe is True because the MLX port provides the
+feature. Only branches whose condition folds to a constant through ``and``/``or``/``not`` are
+removed.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from porter.engine import Rule
+
+
+def _const(node: cst.BaseExpression) -> bool | None:
+    if isinstance(node, cst.Name) and node.value in ("True", "False"):
+        return node.value == "True"
+    return None
+
+
+def _bool(value: bool) -> cst.Name:
+    return cst.Name("True" if value else "False")
+
+
+class DropGradOnlyBranches(Rule):
+    id = "drop-grad-only-branches"
+    description = "fold torch.is_grad_enabled()/feature probes and drop the dead branches"
+    order = 25
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
+        name = self.imported(original_node.func)
+        if name in ("torch.is_grad_enabled", "torch.jit.is_scripting", "torch.jit.is_tracing"):
+            self.applied()
+            return _bool(False)
+        if (
+            isinstance(original_node.func, cst.Name)
+            and original_node.func.value == "hasattr"
+            and original_node.args
+        ):
+            target = self.imported(original_node.args[0].value)
+            if target is not None and target.split(".")[0] == "torch":
+                self.applied()
+                return _bool(True)
+        return updated_node
+
+    def leave_UnaryOperation(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        value = _const(updated_node.expression)
+        if isinstance(updated_node.operator, cst.Not) and value is not None:
+            return _bool(not value)
+        return updated_node
+
+    def leave_BooleanOperation(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        left, right = _const(updated_node.left), _const(updated_node.right)
+        if isinstance(updated_node.operator, cst.And):
+            if left is False or right is False:
+                return _bool(False)
+            if left is True:
+                return updated_node.right
+        else:
+            if left is True or right is True:
+                return _bool(True)
+            if left is False:
+                return updated_node.right
+        return updated_node
+
+    def leave_IfExp(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        value = _const(updated_node.test)
+        if value is None:
+            return updated_node
+        chosen = updated_node.body if value else updated_node.orelse
+        return chosen.with_changes(lpar=updated_node.lpar, rpar=updated_node.rpar)
+
+    def leave_If(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        value = _const(updated_node.test)
+        if value is None:
+            return updated_node
+        if value:
+            return cst.FlattenSentinel(list(updated_node.body.body))
+        orelse = updated_node.orelse
+        if orelse is None:
+            return cst.RemoveFromParent()
+        if isinstance(orelse, cst.Else):
+            return cst.FlattenSentinel(list(orelse.body.body))
+        # An elif becomes the if.
+        return cst.If(test=orelse.test, body=orelse.body, orelse=orelse.orelse)
+
+
+RULE = DropGradOnlyBranches

@@ -1,0 +1,150 @@
+"""map_ops: apply the plain PyTorch -> MLX mappings listed in ``ops.toml``.
+
+Before::
+
+    embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    gate = mod.unsqueeze(1).chunk(4, dim=2)
+
+After::
+
+    embedding = mx.concatenate([mx.cos(args), mx.sin(args)], axis=-1)
+    gate = mx.split(mx.expand_dims(mod, 1), 4, axis=2)
+
+Functions match by qualified name, so ``from torch import cat`` and ``torch.cat`` are one row.
+Methods match by name on any receiver that is not a module, ``self`` or a string literal.
+
+Fix safety: each row states a semantic equivalence; rows whose MLX call differs in edge cases
+(``chunk`` of an uneven size raises in ``mx.split`` instead of returning a short chunk) fail
+loudly rather than silently. Keywords in ``[defaults].drop`` (``device=`` and friends) carry
+no meaning in MLX, where memory is unified.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from porter.engine import Rule
+from rules._common import call, int_value, is_string, is_tensor_receiver, tuple_of
+from rules._table import OpRow, dotted, instantiate, op_table
+
+
+class MapOps(Rule):
+    id = "map-ops"
+    description = "map plain torch functions, tensor methods and dtypes to MLX (ops.toml)"
+    order = 70
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
+        table = op_table()
+        func = original_node.func
+        name = self.imported(func)
+        if name is not None:
+            row = table.lookup("function", name)
+            if row is not None:
+                return self._emit(row, None, updated_node, original_node)
+            return updated_node
+        if isinstance(func, cst.Attribute) and is_tensor_receiver(func.value):
+            if self.imported(func.value) is not None:
+                return updated_node  # a module attribute such as os.path.split
+            if updated_node.args and is_string(updated_node.args[0].value):
+                return updated_node  # str.split(".") and friends never take a tensor
+            row = table.lookup("method", func.attr.value, len(updated_node.args))
+            if row is not None:
+                receiver = updated_node.func.value  # type: ignore[attr-defined]
+                return self._emit(row, receiver, updated_node, original_node)
+        return updated_node
+
+    def leave_Attribute(
+        self, original_node: cst.Attribute, updated_node: cst.Attribute
+    ) -> cst.BaseExpression:
+        name = self.imported(original_node)
+        table = op_table()
+        if name is not None and name in table.names:
+            self.applied()
+            return dotted(table.names[name])
+        if name is None and is_tensor_receiver(updated_node.value):
+            row = table.lookup("attribute", updated_node.attr.value)
+            if row is not None and row.expr and id(original_node) not in self._callees:
+                self.applied()
+                return instantiate(row.expr, {"self": updated_node.value})
+        return updated_node
+
+    def leave_Name(self, original_node: cst.Name, updated_node: cst.Name) -> cst.BaseExpression:
+        name = self.imported(original_node)
+        table = op_table()
+        if name is not None and name != updated_node.value and name in table.names:
+            self.applied()
+            return dotted(table.names[name])
+        return updated_node
+
+    def visit_Module(self, node: cst.Module) -> None:
+        # Attribute rows must not fire on the callee of a call (x.is_floating_point()).
+        self._callees: set[int] = set()
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self._callees.add(id(node.func))
+
+    # -- emission ---------------------------------------------------------------------------
+
+    def _emit(
+        self,
+        row: OpRow,
+        receiver: cst.BaseExpression | None,
+        node: cst.Call,
+        original: cst.Call,
+    ) -> cst.BaseExpression:
+        table = op_table()
+        drop = table.default_drop | row.drop
+        positional = [a for a in node.args if a.keyword is None]
+        keywords = [a for a in node.args if a.keyword is not None]
+        if row.expr is not None:
+            mapping: dict[str, cst.BaseExpression] = {}
+            if receiver is not None:
+                mapping["self"] = receiver
+            for i, a in enumerate(positional):
+                mapping[f"a{i}"] = a.value
+            for a in keywords:
+                if row.params and a.keyword.value in row.params:  # type: ignore[union-attr]
+                    mapping[f"a{row.params.index(a.keyword.value)}"] = a.value  # type: ignore[union-attr]
+            self.applied()
+            return instantiate(row.expr, mapping)
+
+        args: list[cst.Arg] = []
+        if row.spread and len(positional) == 1 and not positional[0].star:
+            only = positional[0].value
+            if isinstance(only, (cst.List, cst.Tuple)):
+                args.extend(cst.Arg(value=e.value) for e in only.elements)
+            else:
+                args.append(cst.Arg(value=only, star="*"))
+        elif row.pack == "tuple" and (len(positional) > 1 or _single_int(positional)):
+            args.append(cst.Arg(value=tuple_of([a.value for a in positional])))
+        else:
+            args.extend(cst.Arg(value=a.value, star=a.star) for a in positional)
+        for a in keywords:
+            key = a.keyword.value  # type: ignore[union-attr]
+            if key in drop:
+                continue
+            new_key = row.rename.get(key, key)
+            args.append(a.with_changes(keyword=cst.Name(new_key)))
+
+        target = row.mlx or ""
+        if target.startswith("support:"):
+            snippet, _, symbol = target.removeprefix("support:").partition(".")
+            func: cst.BaseExpression = self.ctx.need(snippet, symbol)
+            if receiver is not None:
+                args.insert(0, cst.Arg(value=receiver))
+        elif target.startswith("."):
+            assert receiver is not None, f"method target {target} needs a receiver"
+            func = cst.Attribute(value=receiver, attr=cst.Name(target[1:]))
+        else:
+            func = dotted(target)
+            if receiver is not None:
+                args.insert(0, cst.Arg(value=receiver))
+        self.applied()
+        return call(func, args)
+
+
+def _single_int(positional: list[cst.Arg]) -> bool:
+    return len(positional) == 1 and int_value(positional[0].value) is not None
+
+
+RULE = MapOps

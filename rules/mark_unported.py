@@ -1,0 +1,97 @@
+"""mark_unported: keep what porter could not port, and mark it where it stands.
+
+Every finding a rule reported, and every reference to a torch or library name that no rule
+mapped, gets a comment on the statement that holds it::
+
+    # XXX(porter unported, map-ops): torch.nn.functional.unfold has no MLX mapping
+    patches = F.unfold(x, 2)
+
+Fix safety: nothing is dropped; the code is left as it was so a reviewer sees exactly what
+needs a hand port, and ``porter port --strict`` fails while any marker remains.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import libcst as cst
+
+from porter.engine import Finding, Rule
+from rules._common import code
+from rules._table import mlx_outputs
+
+_ALLOWED_ROOTS = {"mlx", "numpy"} | set(sys.stdlib_module_names)
+_STATEMENTS = (
+    cst.SimpleStatementLine,
+    cst.If,
+    cst.For,
+    cst.While,
+    cst.With,
+    cst.Try,
+    cst.FunctionDef,
+    cst.ClassDef,
+)
+
+
+class MarkUnported(Rule):
+    id = "mark-unported"
+    description = "mark every construct left unported with an inline comment"
+    order = 90
+
+    def visit_Module(self, node: cst.Module) -> None:
+        self._claimed: set[Finding] = set()
+        # Names the rules wrote: MLX targets share spellings with torch aliases (nn.Linear),
+        # and support names shadow the library imports they replace, until rewrite_imports.
+        self._ported = mlx_outputs() | {n for ns in self.ctx.support.values() for n in ns}
+
+    def visit_Import(self, node: cst.Import) -> bool:
+        return False
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+        return False
+
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        return not self._check(node)
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self._check(node)
+
+    def _check(self, node: cst.Name | cst.Attribute) -> bool:
+        name = self.imported(node)
+        if name is None or name.split(".")[0] in _ALLOWED_ROOTS:
+            return False
+        if code(node) in self._ported:
+            return isinstance(node, cst.Attribute)
+        self.unported(node, f"{name} has no MLX mapping")
+        return True
+
+    def on_leave(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        result = super().on_leave(original_node, updated_node)
+        if isinstance(original_node, _STATEMENTS) and isinstance(result, cst.CSTNode):
+            result = self._mark(original_node, result)
+        return result
+
+    def _mark(self, original: cst.CSTNode, node: cst.CSTNode) -> cst.CSTNode:
+        span = self.ctx.span_of(original)
+        if span is None:
+            return node
+        if isinstance(original, (cst.FunctionDef, cst.ClassDef, cst.If, cst.For, cst.While, cst.With, cst.Try)):
+            body_start = self.ctx.span_of(original.body)
+            if body_start:
+                span = (span[0], max(span[0], body_start[0] - 1))
+        mine = [
+            f
+            for f in self.ctx.findings
+            if f not in self._claimed and span[0] <= f.line <= span[1]
+        ]
+        if not mine:
+            return node
+        self._claimed.update(mine)
+        comments = [
+            cst.EmptyLine(comment=cst.Comment(f"# XXX(porter unported, {f.rule}): {f.message}"))
+            for f in mine
+        ]
+        return node.with_changes(leading_lines=[*node.leading_lines, *comments])  # type: ignore[attr-defined]
+
+
+RULE = MarkUnported

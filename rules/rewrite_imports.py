@@ -1,0 +1,105 @@
+"""rewrite_imports: torch and library imports give way to MLX, NumPy and the support module.
+
+Before::
+
+    import torch
+    import torch.nn as nn
+    from ...models.normalization import RMSNorm
+
+After::
+
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    from .support import RMSNorm
+
+Fix safety: runs last, after every rule that needed the torch imports to resolve names.
+Standard-library imports are kept. Anything still referring to a removed import was marked
+by mark_unported.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import libcst as cst
+
+from porter.engine import Rule
+
+_KEEP_ROOTS = set(sys.stdlib_module_names)
+
+
+def _root(node: cst.Import | cst.ImportFrom) -> str:
+    if isinstance(node, cst.ImportFrom):
+        if node.relative:
+            return "."
+        module = node.module
+    else:
+        module = node.names[0].name  # type: ignore[index]
+    while isinstance(module, cst.Attribute):
+        module = module.value
+    return module.value if isinstance(module, cst.Name) else ""
+
+
+class RewriteImports(Rule):
+    id = "rewrite-imports"
+    description = "replace torch/library imports with mlx, numpy and support imports"
+    order = 95
+
+    def leave_SimpleStatementLine(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        kept = []
+        for small in updated_node.body:
+            if isinstance(small, (cst.Import, cst.ImportFrom)) and _root(small) not in _KEEP_ROOTS:
+                self.applied()
+                continue
+            kept.append(small)
+        if len(kept) == len(updated_node.body):
+            return updated_node
+        if not kept:
+            return cst.RemoveFromParent()
+        return updated_node.with_changes(body=kept)
+
+    def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
+        used = _names_used(updated_node)
+        lines = []
+        if "mx" in used:
+            lines.append("import mlx.core as mx")
+        if "nn" in used:
+            lines.append("import mlx.nn as nn")
+        lines += sorted(i for i in self.ctx.imports if i.startswith("import "))
+        lines += sorted(i for i in self.ctx.imports if i.startswith("from "))
+        names = sorted({n for names in self.ctx.support.values() for n in names})
+        if names:
+            lines.append(f"from .support import {', '.join(names)}")
+        new = [cst.parse_statement(line + "\n") for line in lines]
+        body = list(updated_node.body)
+        at = 0
+        while at < len(body) and _is_header(body[at]):
+            at += 1
+        if new:
+            new[0] = new[0].with_changes(leading_lines=[cst.EmptyLine()] if at else [])
+        return updated_node.with_changes(body=[*body[:at], *new, *body[at:]])
+
+
+def _is_header(stmt: cst.CSTNode) -> bool:
+    """Docstrings, ``from __future__`` and kept standard-library imports stay on top."""
+    if not isinstance(stmt, cst.SimpleStatementLine):
+        return False
+    small = stmt.body[0]
+    if isinstance(small, cst.Expr) and isinstance(small.value, cst.SimpleString):
+        return True
+    return isinstance(small, (cst.Import, cst.ImportFrom))
+
+
+def _names_used(module: cst.Module) -> set[str]:
+    found: set[str] = set()
+
+    class Collect(cst.CSTVisitor):
+        def visit_Name(self, node: cst.Name) -> None:
+            found.add(node.value)
+
+    module.visit(Collect())
+    return found
+
+
+RULE = RewriteImports
