@@ -38,11 +38,16 @@ def parse(source: Source) -> cst.Module:
 
 def port(spec: str, outdir: Path, command: str, model_class: str | None = None) -> PortResult:
     source = locate(spec)
-    module = parse(source)
-    ctx = PortContext(source)
-    module = run_rules(module, ctx, discover_rules())
+    module, ctx = rewrite(source)
     files = render_files(source, module, ctx, command, model_class)
     return PortResult(source, ctx, files, write_files(outdir, files))
+
+
+def rewrite(source: Source) -> tuple[cst.Module, PortContext]:
+    """Parse and run every rule in order: the rewritten tree and what the rules reported."""
+    module = parse(source)
+    ctx = PortContext(source)
+    return run_rules(module, ctx, discover_rules()), ctx
 
 
 def render_files(

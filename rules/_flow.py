@@ -27,6 +27,7 @@ class FunctionFacts:
     params: list[str]
     names: set[str] = field(default_factory=set)
     returns: set[int] = field(default_factory=set)
+    bound: set[str] = field(default_factory=set)  # names assigned in the function itself
 
 
 @dataclass
@@ -77,6 +78,7 @@ class Flow:
                     parent=self.fns[-1] if self.fns else None,
                     params=params[1:] if in_class and not _is_static(node) else params,
                 )
+                facts.bound = _bound_names(node)
                 flow.functions[key] = facts
                 flow.by_node[id(node)] = facts
                 self.fns.append(key)
@@ -146,7 +148,7 @@ class Flow:
         while scope is not None:
             if name in scope.names:
                 return True
-            if name in scope.params or _assigns(scope.node, name):
+            if name in scope.params or name in scope.bound:
                 return False
             scope = self.functions.get(scope.parent) if scope.parent else None
         return False
@@ -309,6 +311,8 @@ class Flow:
                     return
                 left, right = flow.tagged(node.left, fn), flow.tagged(node.right, fn)
                 for side, other in ((node.left, right), (node.right, left)):
+                    while isinstance(side, cst.Subscript):  # rot[None, :] is rot indexed
+                        side = side.value
                     if other and isinstance(side, cst.Name) and not flow.tagged(side, fn):
                         fn.names.add(side.value)
 
@@ -357,18 +361,17 @@ def _comprehensions(expr: cst.ListComp | cst.GeneratorExp) -> list[cst.CompFor]:
     return out
 
 
-def _assigns(fn: cst.FunctionDef, name: str) -> bool:
-    """Whether ``name`` is bound in ``fn`` itself (so it does not come from a closure)."""
-    found = False
+def _bound_names(fn: cst.FunctionDef) -> set[str]:
+    """Names assigned in ``fn`` itself (not in nested functions): they are not closures."""
+    found: set[str] = set()
 
     class Find(cst.CSTVisitor):
         def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
             return node is fn
 
         def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
-            nonlocal found
-            if isinstance(node.target, cst.Name) and node.target.value == name:
-                found = True
+            if isinstance(node.target, cst.Name):
+                found.add(node.target.value)
 
     fn.visit(Find())
     return found
