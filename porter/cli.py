@@ -33,11 +33,15 @@ def _cmd_port(args: argparse.Namespace) -> int:
     if outdir is None:
         raise PorterError("missing -o OUTDIR (only built-in recipes have a default)", args.source)
     command = f"porter port {args.source}" + (f" -o {args.output}" if args.output else "")
-    result = port(spec, Path(outdir), command=command, model_class=model_class)
+    result = port(spec, Path(outdir), command=command, model_class=model_class, strict=args.strict)
     print(summary(result), file=sys.stderr)
     if args.strict and result.ctx.findings:
+        first = result.ctx.findings[0]
+        more = len(result.ctx.findings) - 1
         print(
-            f"porter: error: --strict: {len(result.ctx.findings)} construct(s) left unported",
+            f"porter: error: {first.where(result.source)}: {first.message}"
+            + (f" (and {more} more)" if more else "")
+            + "; --strict: nothing written",
             file=sys.stderr,
         )
         return 1

@@ -5,6 +5,7 @@ Each stage lives in its own module; this one only strings them together.
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,11 @@ class PortResult:
 
 
 def parse(source: Source) -> cst.Module:
+    # Python's own parser gives the most precise line and message for a syntax error.
+    try:
+        compile(source.text, str(source.path), "exec", flags=ast.PyCF_ONLY_AST)
+    except SyntaxError as err:
+        raise PorterError(f"syntax error: {err.msg}", f"{source.path}:{err.lineno}") from None
     try:
         return cst.parse_module(source.text)
     except cst.ParserSyntaxError as err:
@@ -36,10 +42,20 @@ def parse(source: Source) -> cst.Module:
         raise PorterError(f"syntax error: {message}", where) from None
 
 
-def port(spec: str, outdir: Path, command: str, model_class: str | None = None) -> PortResult:
+def port(
+    spec: str,
+    outdir: Path,
+    command: str,
+    model_class: str | None = None,
+    strict: bool = False,
+) -> PortResult:
+    """Port ``spec`` into ``outdir``. With ``strict``, nothing is written if anything is left
+    unported."""
     source = locate(spec)
     module, ctx = rewrite(source)
     files = render_files(source, module, ctx, command, model_class)
+    if strict and ctx.findings:
+        return PortResult(source, ctx, files, [])
     return PortResult(source, ctx, files, write_files(outdir, files))
 
 

@@ -131,6 +131,8 @@ class Flow:
             return False
         if isinstance(expr, cst.Subscript):
             return self.tagged(expr.value, fn)
+        if isinstance(expr, cst.UnaryOperation):
+            return self.tagged(expr.expression, fn)
         if isinstance(expr, cst.BinaryOperation):
             return self.tagged(expr.left, fn) or self.tagged(expr.right, fn)
         if isinstance(expr, cst.IfExp):

@@ -78,6 +78,8 @@ class RewriteImports(Rule):
             at += 1
         if new:
             new[0] = new[0].with_changes(leading_lines=[cst.EmptyLine()] if at else [])
+        elif at == 0 and body:
+            body[0] = body[0].with_changes(leading_lines=[])
         return updated_node.with_changes(body=[*body[:at], *new, *body[at:]])
 
 
