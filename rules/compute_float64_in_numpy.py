@@ -26,8 +26,8 @@ from __future__ import annotations
 import libcst as cst
 
 from porter.engine import Rule
-from rules._common import keyword
-from rules._flow import Flow, FunctionFacts
+from ._common import keyword
+from ._flow import Flow, FunctionFacts
 
 _NUMPY = {
     "torch.arange": ("np.arange", {"end": "stop"}),

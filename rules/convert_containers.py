@@ -29,7 +29,7 @@ from __future__ import annotations
 import libcst as cst
 
 from porter.engine import Rule
-from rules._common import call, positional
+from ._common import call, positional
 
 _SEQUENTIAL = "torch.nn.Sequential"
 _LIST = "torch.nn.ModuleList"

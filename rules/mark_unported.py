@@ -17,8 +17,8 @@ import sys
 import libcst as cst
 
 from porter.engine import Finding, Rule
-from rules._common import code
-from rules._table import mlx_outputs
+from ._common import code
+from ._table import mlx_outputs
 
 _ALLOWED_ROOTS = {"mlx", "numpy"} | set(sys.stdlib_module_names)
 _STATEMENTS = (

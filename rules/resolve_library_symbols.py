@@ -38,7 +38,7 @@ import tomllib
 import libcst as cst
 
 from porter.engine import Rule
-from rules._table import HERE, symbol_table
+from ._table import HERE, symbol_table
 
 
 def _class_attributes_to_drop() -> dict[str, frozenset[str]]:

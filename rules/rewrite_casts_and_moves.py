@@ -24,7 +24,7 @@ from __future__ import annotations
 import libcst as cst
 
 from porter.engine import Rule
-from rules._common import is_string, is_tensor_receiver
+from ._common import is_string, is_tensor_receiver
 
 _DTYPES = {
     "torch.float32", "torch.float", "torch.float16", "torch.half", "torch.bfloat16",

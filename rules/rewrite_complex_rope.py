@@ -42,8 +42,8 @@ from __future__ import annotations
 import libcst as cst
 
 from porter.engine import Rule
-from rules._common import code, int_node, int_value, keyword, positional
-from rules._flow import Flow, FunctionFacts
+from ._common import code, int_node, int_value, keyword, positional
+from ._flow import Flow, FunctionFacts
 
 _MAKERS = {"torch.polar", "torch.view_as_complex", "torch.complex"}
 _ENDS = {"torch.view_as_real", "torch.real", "torch.imag", "torch.abs", "torch.angle"}

@@ -26,7 +26,7 @@ from __future__ import annotations
 import libcst as cst
 
 from porter.engine import Rule
-from rules._common import keyword
+from ._common import keyword
 
 _NEUTRAL = {
     "torch.device",
