@@ -1,0 +1,161 @@
+"""Shared pieces for golden tests: a ported MLX model against the PyTorch model it came from.
+
+A golden test gives the torch model seeded non-trivial weights (`randomize_`), moves them to
+MLX, feeds both sides the same inputs (`to_mx` converts nested lists of tensors) and compares
+the outputs with `assert_close`, which prints the error it saw and puts it in the assertion
+message, so a passing run still shows how close the port is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+import torch
+
+__all__ = [
+    "Error",
+    "assert_close",
+    "compare",
+    "randomize_",
+    "state_dict_to_mx",
+    "to_mx",
+    "to_np",
+]
+
+# Norm layers whose weight multiplies a normalized input: a weight near 0 would hide the
+# input, so these get 1 + std * noise instead of std * noise.
+_NORM_CLASS_MARKERS = ("Norm",)
+
+
+def randomize_(module: torch.nn.Module, seed: int, std: float = 0.1) -> torch.nn.Module:
+    """Overwrites every parameter and floating buffer of `module` with seeded noise, in place.
+
+    Norm weights become ``1 + std * randn`` and everything else ``std * randn``, so zero-initialised
+    parameters (pad tokens, biases, adaLN projections) take part in the comparison too. Raises if
+    a parameter ends up all zeros. Returns `module`.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    norm_weights = {
+        f"{name}.weight" if name else "weight"
+        for name, sub in module.named_modules()
+        if any(marker in type(sub).__name__ for marker in _NORM_CLASS_MARKERS)
+    }
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            noise = torch.randn(param.shape, generator=gen, dtype=torch.float32) * std
+            if name in norm_weights:
+                noise += 1.0
+            param.copy_(noise.to(param.dtype))
+            if not torch.count_nonzero(param):
+                raise AssertionError(f"randomize_: parameter {name} is all zeros")
+        for name, buf in module.named_buffers():
+            if buf.is_floating_point():
+                buf.copy_(torch.randn(buf.shape, generator=gen).to(buf.dtype) * std)
+    return module
+
+
+def state_dict_to_mx(module: torch.nn.Module) -> list[tuple[str, mx.array]]:
+    """The module's state dict as (key, array) pairs for `mlx.nn.Module.load_weights`."""
+    return [(key, to_mx(value)) for key, value in module.state_dict().items()]
+
+
+def to_mx(obj: Any) -> Any:
+    """Torch tensors, alone or in nested lists and tuples (None kept), as MLX arrays."""
+    if obj is None:
+        return None
+    if isinstance(obj, torch.Tensor):
+        return mx.array(obj.detach().cpu().numpy())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_mx(item) for item in obj)
+    raise TypeError(f"to_mx: cannot convert {type(obj).__name__}")
+
+
+def to_np(obj: Any) -> np.ndarray:
+    """One torch tensor (complex ones through view_as_real) or MLX array as a float64 array."""
+    if isinstance(obj, torch.Tensor):
+        obj = obj.detach().cpu()
+        if obj.is_complex():
+            obj = torch.view_as_real(obj)
+        return obj.to(torch.float64).numpy()
+    if isinstance(obj, mx.array):
+        return np.array(obj.astype(mx.float32), dtype=np.float64)
+    raise TypeError(f"to_np: cannot convert {type(obj).__name__}")
+
+
+def _leaves(reference: Any, candidate: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
+    """Pairs up the arrays of two nested structures, failing on any difference in structure."""
+    if isinstance(reference, (list, tuple)):
+        assert isinstance(candidate, (list, tuple)), f"{path}: list vs {type(candidate).__name__}"
+        assert len(reference) == len(candidate), (
+            f"{path}: {len(reference)} items vs {len(candidate)}"
+        )
+        for i, (ref, cand) in enumerate(zip(reference, candidate)):
+            yield from _leaves(ref, cand, f"{path}[{i}]")
+    elif reference is None:
+        assert candidate is None, f"{path}: None vs {type(candidate).__name__}"
+    else:
+        yield path, reference, candidate
+
+
+@dataclass(frozen=True)
+class Error:
+    """The largest absolute difference seen, and the largest |reference| value it is judged by."""
+
+    max_abs: float
+    ref_max: float
+    where: str
+
+    def relative_bound(self, rel: float) -> float:
+        """rel × max(1, max |reference|): a float32 budget that scales with the output."""
+        return rel * max(1.0, self.ref_max)
+
+
+def compare(reference: Any, candidate: Any) -> Error:
+    """Max abs error between two equally nested structures of tensors or arrays.
+
+    Shapes must match exactly; NaN or inf anywhere counts as an infinite error.
+    """
+    worst, ref_max, where = 0.0, 0.0, "-"
+    for path, ref, cand in _leaves(reference, candidate, "out"):
+        ref_np, cand_np = to_np(ref), to_np(cand)
+        assert ref_np.shape == cand_np.shape, f"{path}: shape {ref_np.shape} vs {cand_np.shape}"
+        if ref_np.size == 0:
+            continue
+        finite = np.isfinite(ref_np).all() and np.isfinite(cand_np).all()
+        err = float(np.max(np.abs(ref_np - cand_np))) if finite else math.inf
+        ref_max = max(ref_max, float(np.max(np.abs(ref_np))))
+        if where == "-" or err > worst:
+            worst, where = err, path
+    return Error(worst, ref_max, where)
+
+
+def assert_close(
+    reference: Any,
+    candidate: Any,
+    *,
+    label: str,
+    rel: float | None = None,
+    atol: float | None = None,
+) -> Error:
+    """Compares, prints the error, and fails if it exceeds the bound.
+
+    Exactly one of `rel` (bound = rel × max(1, max |reference|)) or `atol` (a fixed bound) is
+    given. The printed line and the assertion message carry the same numbers.
+    """
+    if (rel is None) == (atol is None):
+        raise ValueError("assert_close: give exactly one of rel and atol")
+    err = compare(reference, candidate)
+    bound = err.relative_bound(rel) if rel is not None else atol
+    kind = f"rel {rel:g} x max(1, |ref|)" if rel is not None else f"atol {atol:g}"
+    line = (
+        f"{label}: max abs err {err.max_abs:.3g} at {err.where}, max |ref| {err.ref_max:.3g}, "
+        f"bound {bound:.3g} ({kind})"
+    )
+    print(line)
+    assert err.max_abs <= bound, line
+    return err
