@@ -88,6 +88,8 @@ def render_files(
 def _public_names(module: cst.Module) -> list[str]:
     names = []
     for stmt in module.body:
-        if isinstance(stmt, (cst.ClassDef, cst.FunctionDef)) and not stmt.name.value.startswith("_"):
+        if isinstance(stmt, (cst.ClassDef, cst.FunctionDef)) and not stmt.name.value.startswith(
+            "_"
+        ):
             names.append(stmt.name.value)
     return names

@@ -9,7 +9,6 @@ within a function: a name that ever holds a tagged value is tagged everywhere in
 from __future__ import annotations
 
 import builtins
-
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -320,7 +319,9 @@ class Flow:
 
         fn.node.visit(Scan())
 
-    def _bind(self, target: cst.BaseExpression, value: cst.BaseExpression, fn: FunctionFacts) -> None:
+    def _bind(
+        self, target: cst.BaseExpression, value: cst.BaseExpression, fn: FunctionFacts
+    ) -> None:
         if isinstance(target, cst.Name):
             if self.tagged(value, fn):
                 fn.names.add(target.value)

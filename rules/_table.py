@@ -140,6 +140,8 @@ _ATOMS = (
 def _parenthesize(node: cst.BaseExpression) -> cst.BaseExpression:
     if isinstance(node, _ATOMS) or node.lpar:
         return node
-    if isinstance(node, cst.UnaryOperation) and isinstance(node.expression, (cst.Integer, cst.Float)):
+    if isinstance(node, cst.UnaryOperation) and isinstance(
+        node.expression, (cst.Integer, cst.Float)
+    ):
         return node
     return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])

@@ -26,6 +26,7 @@ from __future__ import annotations
 import libcst as cst
 
 from porter.engine import Rule
+
 from ._common import keyword
 from ._flow import Flow, FunctionFacts
 

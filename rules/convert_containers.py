@@ -29,6 +29,7 @@ from __future__ import annotations
 import libcst as cst
 
 from porter.engine import Rule
+
 from ._common import call, positional
 
 _SEQUENTIAL = "torch.nn.Sequential"
@@ -73,9 +74,7 @@ class ConvertContainers(Rule):
         args = positional(updated_node)
         if name == _SEQUENTIAL:
             self.applied()
-            return cst.List(
-                elements=[cst.Element(value=a.value) for a in args]
-            ).with_changes(
+            return cst.List(elements=[cst.Element(value=a.value) for a in args]).with_changes(
                 elements=[
                     cst.Element(
                         value=a.value,
@@ -115,7 +114,13 @@ class ConvertContainers(Rule):
         ):
             self.applied()
             helper = self.ctx.need("sequential", "sequential")
-            return call(helper, [cst.Arg(value=func), *[a.with_changes(comma=cst.MaybeSentinel.DEFAULT) for a in updated_node.args]])
+            return call(
+                helper,
+                [
+                    cst.Arg(value=func),
+                    *[a.with_changes(comma=cst.MaybeSentinel.DEFAULT) for a in updated_node.args],
+                ],
+            )
         return updated_node
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import libcst as cst
 
 from porter.engine import Rule
+
 from ._common import call, int_value, is_string, is_tensor_receiver, tuple_of
 from ._table import OpRow, dotted, instantiate, op_table
 

@@ -17,6 +17,7 @@ import sys
 import libcst as cst
 
 from porter.engine import Finding, Rule
+
 from ._common import code
 from ._table import mlx_outputs
 
@@ -75,14 +76,14 @@ class MarkUnported(Rule):
         span = self.ctx.span_of(original)
         if span is None:
             return node
-        if isinstance(original, (cst.FunctionDef, cst.ClassDef, cst.If, cst.For, cst.While, cst.With, cst.Try)):
+        if isinstance(
+            original, (cst.FunctionDef, cst.ClassDef, cst.If, cst.For, cst.While, cst.With, cst.Try)
+        ):
             body_start = self.ctx.span_of(original.body)
             if body_start:
                 span = (span[0], max(span[0], body_start[0] - 1))
         mine = [
-            f
-            for f in self.ctx.findings
-            if f not in self._claimed and span[0] <= f.line <= span[1]
+            f for f in self.ctx.findings if f not in self._claimed and span[0] <= f.line <= span[1]
         ]
         if not mine:
             return node

@@ -50,7 +50,11 @@ class RenameForwardToCall(Rule):
         value = updated_node.value
         if updated_node.attr.value == "forward" and (
             (isinstance(value, cst.Name) and value.value == "self")
-            or (isinstance(value, cst.Call) and isinstance(value.func, cst.Name) and value.func.value == "super")
+            or (
+                isinstance(value, cst.Call)
+                and isinstance(value.func, cst.Name)
+                and value.func.value == "super"
+            )
         ):
             return updated_node.with_changes(attr=cst.Name("__call__"))
         return updated_node

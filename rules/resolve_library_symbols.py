@@ -38,6 +38,7 @@ import tomllib
 import libcst as cst
 
 from porter.engine import Rule
+
 from ._table import HERE, symbol_table
 
 
@@ -98,9 +99,7 @@ class ResolveLibrarySymbols(Rule):
         body = [s for s in updated_node.body.body if not _assigns_one_of(s, drop_attrs)]
         if body and len(body) < len(updated_node.body.body):
             body[0] = body[0].with_changes(leading_lines=[])
-        return updated_node.with_changes(
-            bases=kept, body=updated_node.body.with_changes(body=body)
-        )
+        return updated_node.with_changes(bases=kept, body=updated_node.body.with_changes(body=body))
 
     # -- decorators -------------------------------------------------------------------------
 

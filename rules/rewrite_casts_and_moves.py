@@ -24,12 +24,25 @@ from __future__ import annotations
 import libcst as cst
 
 from porter.engine import Rule
+
 from ._common import is_string, is_tensor_receiver
 
 _DTYPES = {
-    "torch.float32", "torch.float", "torch.float16", "torch.half", "torch.bfloat16",
-    "torch.float64", "torch.double", "torch.int64", "torch.long", "torch.int32", "torch.int",
-    "torch.int16", "torch.int8", "torch.uint8", "torch.bool",
+    "torch.float32",
+    "torch.float",
+    "torch.float16",
+    "torch.half",
+    "torch.bfloat16",
+    "torch.float64",
+    "torch.double",
+    "torch.int64",
+    "torch.long",
+    "torch.int32",
+    "torch.int",
+    "torch.int16",
+    "torch.int8",
+    "torch.uint8",
+    "torch.bool",
 }
 
 
@@ -80,7 +93,9 @@ class RewriteCastsAndMoves(Rule):
             if kind == "dtype":
                 dtype = new.value
             elif kind != "device":
-                self.unported(original_node, "cannot tell whether this .to() argument is a dtype or a device")
+                self.unported(
+                    original_node, "cannot tell whether this .to() argument is a dtype or a device"
+                )
                 return updated_node
         self.applied()
         if dtype is None:

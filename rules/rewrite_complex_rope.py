@@ -42,6 +42,7 @@ from __future__ import annotations
 import libcst as cst
 
 from porter.engine import Rule
+
 from ._common import code, int_node, int_value, keyword, positional
 from ._flow import Flow, FunctionFacts
 
@@ -51,9 +52,26 @@ _COMPLEX_DTYPES = {"torch.complex64", "torch.complex128", "torch.cfloat", "torch
 _CONCAT = {"torch.cat", "torch.concat", "torch.concatenate", "torch.stack"}
 # Methods whose result is complex when the receiver is.
 _KEEPS = {
-    "unsqueeze", "squeeze", "to", "view", "reshape", "flatten", "expand", "repeat", "split",
-    "chunk", "unbind", "contiguous", "clone", "permute", "transpose", "detach", "cuda", "cpu",
-    "conj", "type",
+    "unsqueeze",
+    "squeeze",
+    "to",
+    "view",
+    "reshape",
+    "flatten",
+    "expand",
+    "repeat",
+    "split",
+    "chunk",
+    "unbind",
+    "contiguous",
+    "clone",
+    "permute",
+    "transpose",
+    "detach",
+    "cuda",
+    "cpu",
+    "conj",
+    "type",
 }
 # Methods that need no change on a complex receiver.
 _SAFE = {"contiguous", "clone", "detach", "cuda", "cpu", "split", "unbind", "chunk"}
@@ -135,7 +153,10 @@ class RewriteComplexRope(Rule):
         elements = table.args[0].value
         assert isinstance(elements, cst.List)
         pair = elements.with_changes(
-            elements=[elements.elements[0].with_changes(value=cos), elements.elements[1].with_changes(value=sin)]
+            elements=[
+                elements.elements[0].with_changes(value=cos),
+                elements.elements[1].with_changes(value=sin),
+            ]
         )
         return table.with_changes(args=[table.args[0].with_changes(value=pair), table.args[1]])
 
@@ -217,7 +238,10 @@ class RewriteComplexRope(Rule):
             return cst.Call(
                 func=helper,
                 args=[
-                    cst.Arg(_bare(updated_node.left), comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))),
+                    cst.Arg(
+                        _bare(updated_node.left),
+                        comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")),
+                    ),
                     cst.Arg(_bare(updated_node.right)),
                 ],
             )
@@ -246,7 +270,11 @@ class RewriteComplexRope(Rule):
             comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
         )
         return updated_node.with_changes(
-            slice=[*updated_node.slice[:-1], last, cst.SubscriptElement(cst.Slice(lower=None, upper=None))]
+            slice=[
+                *updated_node.slice[:-1],
+                last,
+                cst.SubscriptElement(cst.Slice(lower=None, upper=None)),
+            ]
         )
 
     # -- dim arithmetic ---------------------------------------------------------------------
@@ -264,7 +292,9 @@ class RewriteComplexRope(Rule):
             return node  # the default dim (0) is not affected
         value = int_value(args[at].value)
         if value is None:
-            self.unported(node, "complex tensor op with a non-literal dim; cannot place the pair axis")
+            self.unported(
+                node, "complex tensor op with a non-literal dim; cannot place the pair axis"
+            )
             return node
         if value >= 0:
             return node
@@ -286,11 +316,18 @@ class RewriteComplexRope(Rule):
 
     def _append(self, node: cst.Call, value: cst.BaseExpression) -> cst.Call:
         args = list(node.args)
-        if len(args) == 1 and not args[0].star and isinstance(args[0].value, (cst.Name, cst.Attribute, cst.Tuple, cst.List)) and not isinstance(args[0].value, cst.Integer):
+        if (
+            len(args) == 1
+            and not args[0].star
+            and isinstance(args[0].value, (cst.Name, cst.Attribute, cst.Tuple, cst.List))
+            and not isinstance(args[0].value, cst.Integer)
+        ):
             # view(shape) with one sequence argument -> view(*shape, 2)
             args = [args[0].with_changes(star="*")]
         if args:
-            args[-1] = args[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+            args[-1] = args[-1].with_changes(
+                comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+            )
         self.applied()
         return node.with_changes(args=[*args, cst.Arg(value)])
 
@@ -310,7 +347,14 @@ class RewriteComplexRope(Rule):
             self.applied()
             return node.with_changes(args=[first, cst.Arg(int_node(-2))])
         self.applied()
-        return node.with_changes(args=[cst.Arg(cst.Integer("0"), comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))), cst.Arg(int_node(-2))])
+        return node.with_changes(
+            args=[
+                cst.Arg(
+                    cst.Integer("0"), comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+                ),
+                cst.Arg(int_node(-2)),
+            ]
+        )
 
 
 class _Fill(cst.CSTTransformer):

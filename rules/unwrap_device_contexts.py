@@ -26,6 +26,7 @@ from __future__ import annotations
 import libcst as cst
 
 from porter.engine import Rule
+
 from ._common import keyword
 
 _NEUTRAL = {
@@ -35,7 +36,12 @@ _NEUTRAL = {
     "torch.enable_grad",
     "torch.cuda.device",
 }
-_AUTOCAST = {"torch.amp.autocast", "torch.autocast", "torch.cuda.amp.autocast", "torch.cpu.amp.autocast"}
+_AUTOCAST = {
+    "torch.amp.autocast",
+    "torch.autocast",
+    "torch.cuda.amp.autocast",
+    "torch.cpu.amp.autocast",
+}
 
 
 class UnwrapDeviceContexts(Rule):
@@ -55,7 +61,9 @@ class UnwrapDeviceContexts(Rule):
             if enabled is not None and isinstance(enabled.value, cst.Name):
                 if enabled.value.value == "False":
                     return True
-            self.unported(expr, "autocast that lowers precision; run the port in the dtype you want")
+            self.unported(
+                expr, "autocast that lowers precision; run the port in the dtype you want"
+            )
         return False
 
     def leave_With(self, original_node: cst.With, updated_node: cst.With):  # type: ignore[no-untyped-def]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -62,7 +61,9 @@ def test_syntax_error_is_one_line_with_file_and_line(tmp_path, capsys, text, exp
     [
         pytest.param("/nonexistent/model.py", "no such file", id="missing-file"),
         pytest.param("not_a_package_xyz.models.m", "not installed", id="missing-package"),
-        pytest.param("diffusers.models.transformers.no_such_file", "not found", id="missing-module"),
+        pytest.param(
+            "diffusers.models.transformers.no_such_file", "not found", id="missing-module"
+        ),
         pytest.param("a b c", "not a .py path", id="not-a-name"),
     ],
 )

@@ -21,7 +21,7 @@ import torch
 
 from porter.pipeline import port
 
-META_STYLE = '''
+META_STYLE = """
 import torch
 
 
@@ -48,9 +48,9 @@ def apply_rotary_emb(xq, xk, freqs_cis):
     xq_out = torch.view_as_real(xq_ * freqs_cis).flatten(3)
     xk_out = torch.view_as_real(xk_ * freqs_cis).flatten(3)
     return xq_out.type_as(xq), xk_out.type_as(xk)
-'''
+"""
 
-AXIAL_STYLE = '''
+AXIAL_STYLE = """
 import torch
 from torch import nn
 
@@ -75,7 +75,7 @@ def rotate(q, rot):
     qc = torch.view_as_complex(q.float().unflatten(-1, (-1, 2)))
     out = qc * rot[None, None, ...]
     return torch.view_as_real(out).flatten(-2).to(q.dtype)
-'''
+"""
 
 # float32 rotations of O(1) values: both sides compute the same products and sums, so only
 # rounding of cos/sin and of two products differs. 1e-5 x max(1, max|ref|) leaves room for that
@@ -109,7 +109,7 @@ def _check(name: str, ref: torch.Tensor, out: mx.array) -> None:
 
 
 def test_meta_style_reshape_for_broadcast(tmp_path: Path) -> None:
-    tm, mm, result = _port_and_import(tmp_path, "meta_rope", META_STYLE)
+    tm, mm, _ = _port_and_import(tmp_path, "meta_rope", META_STYLE)
     code = (tmp_path / "meta_rope" / "meta_rope_src.py").read_text()
     assert "view_as_complex" not in code and "polar" not in code and "complex_mul(" in code
     torch.manual_seed(0)

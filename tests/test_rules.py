@@ -196,7 +196,7 @@ def test_rules_before_after(before: str, after: str) -> None:
 
 
 def test_unported_construct_is_a_finding_with_its_source_line() -> None:
-    code, findings = port_text(
+    _, findings = port_text(
         """\
         import torch
 
