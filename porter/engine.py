@@ -98,8 +98,11 @@ class Rule(cst.CSTTransformer):
 
     # -- helpers for subclasses -------------------------------------------------------------
 
-    def qualified(self, node: cst.CSTNode) -> str | None:
-        """The fully qualified, absolute name ``node`` refers to, or None."""
+    def qualified(self, node: cst.CSTNode, imports_only: bool = False) -> str | None:
+        """The fully qualified, absolute name ``node`` refers to, or None.
+
+        ``f(x).to`` is a method on a value, not a name, so it has none.
+        """
         if not _is_dotted(node):
             return None
         try:
@@ -107,21 +110,13 @@ class Rule(cst.CSTTransformer):
         except KeyError:
             return None
         for qn in sorted(names, key=lambda q: q.name):
-            return absolute_name(qn.name, self.ctx.source.package)
+            if not imports_only or qn.source is QualifiedNameSource.IMPORT:
+                return absolute_name(qn.name, self.ctx.source.package)
         return None
 
     def imported(self, node: cst.CSTNode) -> str | None:
         """Like ``qualified``, but only for names that come from an import."""
-        if not _is_dotted(node):
-            return None
-        try:
-            names = self.get_metadata(QualifiedNameProvider, node, set())
-        except KeyError:
-            return None
-        for qn in sorted(names, key=lambda q: q.name):
-            if qn.source is QualifiedNameSource.IMPORT:
-                return absolute_name(qn.name, self.ctx.source.package)
-        return None
+        return self.qualified(node, imports_only=True)
 
     def applied(self, n: int = 1) -> None:
         self.ctx.applied[self.id] += n
