@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
+from porter.engine import Rule
+
 ALL = -1  # marks "the whole return value" in FunctionFacts.returns
 
 
@@ -336,6 +338,33 @@ class Flow:
                 inner = e.value
                 if isinstance(inner, cst.Name) and self.tuple_index_tagged(value, i, fn):
                     fn.names.add(inner.value)
+
+
+class FlowRule(Rule):
+    """A rule that follows one kind of value through the module with a ``Flow``.
+
+    Subclasses build their ``Flow`` in ``make_flow``; ``tagged(expr)`` then answers for the
+    function the traversal is in.
+    """
+
+    def make_flow(self) -> Flow:
+        raise NotImplementedError
+
+    def visit_Module(self, node: cst.Module) -> None:
+        self.flow = self.make_flow()
+        self.flow.collect(node)
+        self.flow.solve()
+        self._functions: list[FunctionFacts | None] = []
+
+    def tagged(self, expr: cst.BaseExpression) -> bool:
+        return self.flow.tagged(expr, self._functions[-1] if self._functions else None)
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._functions.append(self.flow.function_for(node))
+
+    def leave_FunctionDef(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        self._functions.pop()
+        return updated_node
 
 
 def _self_attr(node: cst.BaseExpression) -> str | None:

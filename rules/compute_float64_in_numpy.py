@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from porter.engine import Rule
-
 from ._common import keyword
-from ._flow import Flow, FunctionFacts
+from ._flow import Flow, FlowRule
 
 _NUMPY = {
     "torch.arange": ("np.arange", {"end": "stop"}),
@@ -50,21 +48,18 @@ _CASTS = {"float": "np.float32", "double": "np.float64"}
 _DROP = {"device", "requires_grad", "pin_memory", "layout"}
 
 
-class ComputeFloat64InNumpy(Rule):
+class ComputeFloat64InNumpy(FlowRule):
     id = "compute-float64-in-numpy"
     description = "run float64 table computations in NumPy (MLX has no float64 on the GPU)"
     order = 30
 
-    def visit_Module(self, node: cst.Module) -> None:
-        self.flow = Flow(
+    def make_flow(self) -> Flow:
+        return Flow(
             source=self._makes_f64,
             keeps=lambda method: method in _CASTS,
             breaks=lambda expr: False,
             passes=lambda call: self.imported(call.func) in _NUMPY,
         )
-        self.flow.collect(node)
-        self.flow.solve()
-        self._stack: list[FunctionFacts | None] = []
 
     def _makes_f64(self, expr: cst.BaseExpression) -> bool:
         if not isinstance(expr, cst.Call) or self.imported(expr.func) not in _NUMPY:
@@ -72,18 +67,8 @@ class ComputeFloat64InNumpy(Rule):
         dtype = keyword(expr, "dtype")
         return dtype is not None and self.imported(dtype.value) in _F64
 
-    def _tagged(self, expr: cst.BaseExpression) -> bool:
-        return self.flow.tagged(expr, self._stack[-1] if self._stack else None)
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self._stack.append(self.flow.function_for(node))
-
-    def leave_FunctionDef(self, original_node, updated_node):  # type: ignore[no-untyped-def]
-        self._stack.pop()
-        return updated_node
-
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
-        if not self._tagged(original_node):
+        if not self.tagged(original_node):
             return updated_node
         name = self.imported(original_node.func)
         if name in _NUMPY:
@@ -114,7 +99,7 @@ class ComputeFloat64InNumpy(Rule):
 
     def leave_Return(self, original_node, updated_node):  # type: ignore[no-untyped-def]
         value = original_node.value
-        if value is None or not self._tagged(value) or isinstance(value, (cst.Tuple, cst.List)):
+        if value is None or not self.tagged(value) or isinstance(value, (cst.Tuple, cst.List)):
             return updated_node
         self.applied()
         return updated_node.with_changes(value=_to_mx(updated_node.value))
@@ -126,7 +111,7 @@ class ComputeFloat64InNumpy(Rule):
             and isinstance(target.value, cst.Name)
             and target.value.value == "self"
         )
-        if not on_self or not self._tagged(original_node.value):
+        if not on_self or not self.tagged(original_node.value):
             return updated_node
         self.applied()
         return updated_node.with_changes(value=_to_mx(updated_node.value))

@@ -41,10 +41,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from porter.engine import Rule
-
 from ._common import code, int_node, int_value, keyword, positional
-from ._flow import Flow, FunctionFacts
+from ._flow import Flow, FlowRule
 
 _MAKERS = {"torch.polar", "torch.view_as_complex", "torch.complex"}
 _ENDS = {"torch.view_as_real", "torch.real", "torch.imag", "torch.abs", "torch.angle"}
@@ -80,21 +78,21 @@ _LIST_METHODS = {"append", "extend", "insert", "pop", "index", "count"}
 _ONES = {"torch.ones_like", "torch.ones", "numpy.ones_like", "numpy.ones"}
 
 
-class RewriteComplexRope(Rule):
+class RewriteComplexRope(FlowRule):
     id = "rewrite-complex-rope"
     description = "complex RoPE (polar, view_as_complex, complex multiply) -> real pair arithmetic"
     order = 40
 
-    def visit_Module(self, node: cst.Module) -> None:
-        self.flow = Flow(
+    def make_flow(self) -> Flow:
+        return Flow(
             source=self._makes_complex,
             keeps=lambda method: method in _KEEPS,
             breaks=self._ends_complex,
             backward_mult=True,
         )
-        self.flow.collect(node)
-        self.flow.solve()
-        self._stack: list[FunctionFacts | None] = []
+
+    def visit_Module(self, node: cst.Module) -> None:
+        super().visit_Module(node)
         self._callees: set[int] = set()
 
     def _makes_complex(self, expr: cst.BaseExpression) -> bool:
@@ -104,17 +102,6 @@ class RewriteComplexRope(Rule):
         if isinstance(expr, cst.Call):
             return self.imported(expr.func) in _ENDS
         return isinstance(expr, cst.Attribute) and expr.attr.value in ("real", "imag")
-
-    def _cx(self, expr: cst.BaseExpression) -> bool:
-        fn = self._stack[-1] if self._stack else None
-        return self.flow.tagged(expr, fn)
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        self._stack.append(self.flow.function_for(node))
-
-    def leave_FunctionDef(self, original_node, updated_node):  # type: ignore[no-untyped-def]
-        self._stack.pop()
-        return updated_node
 
     def visit_Call(self, node: cst.Call) -> None:
         self._callees.add(id(node.func))
@@ -128,10 +115,10 @@ class RewriteComplexRope(Rule):
             return updated_node.args[0].value
         if name == "torch.polar":
             return self._polar(original_node, updated_node)
-        if name in _CONCAT and original_node.args and self._cx(original_node.args[0].value):
+        if name in _CONCAT and original_node.args and self.tagged(original_node.args[0].value):
             return self._shift_dim(updated_node, "dim", 1, stack=name == "torch.stack")
         func = original_node.func
-        if isinstance(func, cst.Attribute) and name is None and self._cx(func.value):
+        if isinstance(func, cst.Attribute) and name is None and self.tagged(func.value):
             return self._method(func.attr.value, original_node, updated_node)
         return updated_node
 
@@ -211,7 +198,7 @@ class RewriteComplexRope(Rule):
         attr = updated_node.attr.value
         if id(original_node) in self._callees or attr not in ("shape", "ndim", "real", "imag"):
             return updated_node
-        if not self._cx(original_node.value):
+        if not self.tagged(original_node.value):
             return updated_node
         self.applied()
         receiver = updated_node.value
@@ -226,7 +213,7 @@ class RewriteComplexRope(Rule):
         op = original_node.operator
         if not isinstance(op, (cst.Multiply, cst.Divide)):
             return updated_node
-        left, right = self._cx(original_node.left), self._cx(original_node.right)
+        left, right = self.tagged(original_node.left), self.tagged(original_node.right)
         if not (left or right):
             return updated_node
         if left and right:
@@ -257,7 +244,7 @@ class RewriteComplexRope(Rule):
         return updated_node.with_changes(**{real_side: widened})
 
     def leave_Subscript(self, original_node, updated_node):  # type: ignore[no-untyped-def]
-        if not self._cx(original_node.value):
+        if not self.tagged(original_node.value):
             return updated_node
         has_ellipsis = any(
             isinstance(e.slice, cst.Index) and isinstance(e.slice.value, cst.Ellipsis)
