@@ -54,16 +54,37 @@ def _commas(args: list[cst.Arg]) -> list[cst.Arg]:
     return out
 
 
-def tuple_of(values: list[cst.BaseExpression]) -> cst.Tuple:
-    elements = []
-    for i, v in enumerate(values):
-        comma = (
-            cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+def _elements(values: list[cst.BaseExpression], trailing: bool) -> list[cst.Element]:
+    last = cst.Comma() if trailing else cst.MaybeSentinel.DEFAULT
+    return [
+        cst.Element(
+            value=v,
+            comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
             if i < len(values) - 1
-            else (cst.Comma() if len(values) == 1 else cst.MaybeSentinel.DEFAULT)
+            else last,
         )
-        elements.append(cst.Element(value=v, comma=comma))
-    return cst.Tuple(elements=elements)
+        for i, v in enumerate(values)
+    ]
+
+
+def tuple_of(values: list[cst.BaseExpression]) -> cst.Tuple:
+    # A one-element tuple needs its trailing comma.
+    return cst.Tuple(elements=_elements(values, trailing=len(values) == 1))
+
+
+def list_of(values: list[cst.BaseExpression]) -> cst.List:
+    return cst.List(elements=_elements(values, trailing=False))
+
+
+def self_attr(node: cst.BaseExpression) -> str | None:
+    """``X`` for ``self.X``, else None."""
+    if (
+        isinstance(node, cst.Attribute)
+        and isinstance(node.value, cst.Name)
+        and node.value.value == "self"
+    ):
+        return node.attr.value
+    return None
 
 
 def int_value(node: cst.BaseExpression) -> int | None:
@@ -89,6 +110,4 @@ def is_tensor_receiver(node: cst.BaseExpression) -> bool:
     """Whether ``node.method(...)`` may be a tensor method call (not a module or string)."""
     if is_string(node):
         return False
-    if isinstance(node, cst.Name) and node.value in MODULE_NAMES:
-        return False
-    return True
+    return not (isinstance(node, cst.Name) and node.value in MODULE_NAMES)

@@ -16,6 +16,8 @@ import libcst as cst
 
 from porter.engine import Rule
 
+from ._common import self_attr
+
 ALL = -1  # marks "the whole return value" in FunctionFacts.returns
 
 
@@ -94,7 +96,7 @@ class Flow:
                 func = node.value.func
                 if isinstance(func, cst.Name):
                     for t in node.targets:
-                        attr = _self_attr(t.target)
+                        attr = self_attr(t.target)
                         if attr:
                             flow.attr_types.setdefault(self.cls[-1], {})[attr] = func.value
 
@@ -126,7 +128,7 @@ class Flow:
         if isinstance(expr, cst.Name):
             return fn is not None and self._name_tagged(expr.value, fn)
         if isinstance(expr, cst.Attribute):
-            attr = _self_attr(expr)
+            attr = self_attr(expr)
             if attr and fn is not None and fn.cls:
                 return attr in self.attrs.get(fn.cls, set())
             return False
@@ -177,9 +179,12 @@ class Flow:
             return ALL in callee.returns
         if isinstance(func, cst.Name) and func.value in ("list", "tuple"):
             return bool(expr.args) and self.tagged(expr.args[0].value, fn)
-        if isinstance(func, cst.Attribute) and self.keeps(func.attr.value):
-            if self.tagged(func.value, fn):
-                return True
+        if (
+            isinstance(func, cst.Attribute)
+            and self.keeps(func.attr.value)
+            and self.tagged(func.value, fn)
+        ):
+            return True
         # A library function applied to a tagged value (pad_sequence, torch.cat) keeps it.
         if expr.args and self._is_library(func):
             if self.passes is not None and not self.passes(expr):
@@ -242,7 +247,7 @@ class Flow:
                 return None
             if isinstance(owner, cst.Name) and owner.value in self.classes:
                 return self.functions.get(f"{owner.value}.{method}")
-            attr = _self_attr(owner)
+            attr = self_attr(owner)
             if attr and cls:
                 typ = self.attr_types.get(cls, {}).get(attr)
                 if typ:
@@ -328,7 +333,7 @@ class Flow:
             if self.tagged(value, fn):
                 fn.names.add(target.value)
             return
-        attr = _self_attr(target)
+        attr = self_attr(target)
         if attr and fn.cls:
             if self.tagged(value, fn):
                 self.attrs.setdefault(fn.cls, set()).add(attr)
@@ -365,16 +370,6 @@ class FlowRule(Rule):
     def leave_FunctionDef(self, original_node, updated_node):  # type: ignore[no-untyped-def]
         self._functions.pop()
         return updated_node
-
-
-def _self_attr(node: cst.BaseExpression) -> str | None:
-    if (
-        isinstance(node, cst.Attribute)
-        and isinstance(node.value, cst.Name)
-        and node.value.value == "self"
-    ):
-        return node.attr.value
-    return None
 
 
 def _is_static(node: cst.FunctionDef) -> bool:

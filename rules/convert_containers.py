@@ -30,7 +30,7 @@ import libcst as cst
 
 from porter.engine import Rule
 
-from ._common import call, positional
+from ._common import call, list_of, positional, self_attr
 
 _SEQUENTIAL = "torch.nn.Sequential"
 _LIST = "torch.nn.ModuleList"
@@ -57,10 +57,9 @@ class ConvertContainers(Rule):
                 if not isinstance(value, cst.Call) or outer.imported(value.func) != _SEQUENTIAL:
                     return
                 for target in assign.targets:
-                    t = target.target
-                    if isinstance(t, cst.Attribute) and isinstance(t.value, cst.Name):
-                        if t.value.value == "self":
-                            found.add(t.attr.value)
+                    attr = self_attr(target.target)
+                    if attr:
+                        found.add(attr)
 
         node.visit(Scan())
         self._sequentials.append(found)
@@ -74,17 +73,7 @@ class ConvertContainers(Rule):
         args = positional(updated_node)
         if name == _SEQUENTIAL:
             self.applied()
-            return cst.List(elements=[cst.Element(value=a.value) for a in args]).with_changes(
-                elements=[
-                    cst.Element(
-                        value=a.value,
-                        comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-                        if i < len(args) - 1
-                        else cst.MaybeSentinel.DEFAULT,
-                    )
-                    for i, a in enumerate(args)
-                ]
-            )
+            return list_of([a.value for a in args])
         if name == _LIST:
             self.applied()
             if not args:
@@ -105,13 +94,7 @@ class ConvertContainers(Rule):
             self.applied()
             return args[0].value
         func = updated_node.func
-        if (
-            self._sequentials
-            and isinstance(func, cst.Attribute)
-            and isinstance(func.value, cst.Name)
-            and func.value.value == "self"
-            and func.attr.value in self._sequentials[-1]
-        ):
+        if self._sequentials and self_attr(func) in self._sequentials[-1]:
             self.applied()
             helper = self.ctx.need("sequential", "sequential")
             return call(

@@ -58,9 +58,12 @@ class UnwrapDeviceContexts(Rule):
             return True
         if name in _AUTOCAST:
             enabled = keyword(expr, "enabled")
-            if enabled is not None and isinstance(enabled.value, cst.Name):
-                if enabled.value.value == "False":
-                    return True
+            if (
+                enabled is not None
+                and isinstance(enabled.value, cst.Name)
+                and enabled.value.value == "False"
+            ):
+                return True
             self.unported(
                 expr, "autocast that lowers precision; run the port in the dtype you want"
             )
