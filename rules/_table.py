@@ -29,7 +29,8 @@ class OpRow:
 
 @dataclass(frozen=True)
 class OpTable:
-    names: dict[str, str]
+    names: dict[str, str]  # every torch name -> MLX name, dtypes included
+    dtypes: dict[str, str]
     rows: dict[tuple[str, str], list[OpRow]]
     default_drop: frozenset[str]
 
@@ -63,7 +64,8 @@ def op_table() -> OpTable:
             )
             rows.setdefault((kind, row.key), []).append(row)
     return OpTable(
-        names=dict(data.get("names", {})),
+        names={**data.get("dtypes", {}), **data.get("names", {})},
+        dtypes=dict(data.get("dtypes", {})),
         rows=rows,
         default_drop=frozenset(data.get("defaults", {}).get("drop", [])),
     )

@@ -26,24 +26,7 @@ import libcst as cst
 from porter.engine import Rule
 
 from ._common import is_string, is_tensor_receiver
-
-_DTYPES = {
-    "torch.float32",
-    "torch.float",
-    "torch.float16",
-    "torch.half",
-    "torch.bfloat16",
-    "torch.float64",
-    "torch.double",
-    "torch.int64",
-    "torch.long",
-    "torch.int32",
-    "torch.int",
-    "torch.int16",
-    "torch.int8",
-    "torch.uint8",
-    "torch.bool",
-}
+from ._table import op_table
 
 
 class RewriteCastsAndMoves(Rule):
@@ -53,7 +36,7 @@ class RewriteCastsAndMoves(Rule):
 
     def _kind(self, node: cst.BaseExpression) -> str:
         name = self.imported(node)
-        if name in _DTYPES:
+        if name in op_table().dtypes:
             return "dtype"
         if name is not None and name.startswith("torch.device"):
             return "device"
