@@ -89,13 +89,21 @@ class Symbol:
     action: str  # "drop" | "support" | "mlx"
     reason: str
     target: str | None = None  # "snippet.Name" for support, an MLX name for mlx
+    # Class attributes that only configure this (dropped) mixin.
+    drop_class_attributes: frozenset[str] = frozenset()
 
 
 @cache
 def symbol_table() -> dict[str, Symbol]:
     data = tomllib.loads((HERE / "symbols.toml").read_text(encoding="utf-8"))
     return {
-        name: Symbol(name, row["action"], row.get("reason", ""), row.get("target"))
+        name: Symbol(
+            name,
+            row["action"],
+            row.get("reason", ""),
+            row.get("target"),
+            frozenset(row.get("drop_class_attributes", [])),
+        )
         for name, row in data.items()
     }
 

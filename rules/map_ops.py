@@ -41,7 +41,7 @@ class MapOps(Rule):
         if name is not None:
             row = table.lookup("function", name)
             if row is not None:
-                return self._emit(row, None, updated_node, original_node)
+                return self._emit(row, None, updated_node)
             return updated_node
         if isinstance(func, cst.Attribute) and is_tensor_receiver(func.value):
             if self.imported(func.value) is not None:
@@ -51,7 +51,7 @@ class MapOps(Rule):
             row = table.lookup("method", func.attr.value, len(updated_node.args))
             if row is not None:
                 receiver = updated_node.func.value  # type: ignore[attr-defined]
-                return self._emit(row, receiver, updated_node, original_node)
+                return self._emit(row, receiver, updated_node)
         return updated_node
 
     def leave_Attribute(
@@ -91,7 +91,6 @@ class MapOps(Rule):
         row: OpRow,
         receiver: cst.BaseExpression | None,
         node: cst.Call,
-        original: cst.Call,
     ) -> cst.BaseExpression:
         table = op_table()
         drop = table.default_drop | row.drop

@@ -33,18 +33,12 @@ library's parameter names, so checkpoints load unchanged.
 
 from __future__ import annotations
 
-import tomllib
-
 import libcst as cst
+import libcst.matchers as m
 
 from porter.engine import Rule
 
-from ._table import HERE, symbol_table
-
-
-def _class_attributes_to_drop() -> dict[str, frozenset[str]]:
-    data = tomllib.loads((HERE / "symbols.toml").read_text(encoding="utf-8"))
-    return {k: frozenset(v.get("drop_class_attributes", [])) for k, v in data.items()}
+from ._table import symbol_table
 
 
 class ResolveLibrarySymbols(Rule):
@@ -55,7 +49,6 @@ class ResolveLibrarySymbols(Rule):
     def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
         super().__init__(ctx)
         self.symbols = symbol_table()
-        self.class_attrs = _class_attributes_to_drop()
         self._drop_attrs: list[frozenset[str]] = []
 
     def _symbol(self, node: cst.CSTNode):  # type: ignore[no-untyped-def]
@@ -73,7 +66,7 @@ class ResolveLibrarySymbols(Rule):
         for base in node.bases:
             sym = self._symbol(base.value)
             if sym and sym.action == "drop":
-                drop |= self.class_attrs.get(sym.name, frozenset())
+                drop |= sym.drop_class_attributes
         self._drop_attrs.append(frozenset(drop))
 
     def leave_ClassDef(self, original_node: cst.ClassDef, updated_node: cst.ClassDef):  # type: ignore[no-untyped-def]
@@ -158,6 +151,15 @@ def _assigns_one_of(stmt: cst.CSTNode, names: frozenset[str]) -> bool:
     return False
 
 
+_SUPER_INIT = m.SimpleStatementLine(
+    body=[
+        m.Expr(
+            m.Call(func=m.Attribute(value=m.Call(func=m.Name("super")), attr=m.Name("__init__")))
+        )
+    ]
+)
+
+
 def _store_config(func: cst.FunctionDef) -> cst.FunctionDef:
     """Insert ``self.config = SimpleNamespace(a=a, ...)`` after ``super().__init__()``."""
     params = [p.name.value for p in func.params.params[1:]]
@@ -167,7 +169,7 @@ def _store_config(func: cst.FunctionDef) -> cst.FunctionDef:
     body = list(func.body.body)
     at = 0
     for i, s in enumerate(body):
-        if "super().__init__" in cst.Module([]).code_for_node(s):
+        if m.matches(s, _SUPER_INIT):
             at = i + 1
             break
     body.insert(at, stmt)

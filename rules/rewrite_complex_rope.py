@@ -307,7 +307,6 @@ class RewriteComplexRope(FlowRule):
             len(args) == 1
             and not args[0].star
             and isinstance(args[0].value, (cst.Name, cst.Attribute, cst.Tuple, cst.List))
-            and not isinstance(args[0].value, cst.Integer)
         ):
             # view(shape) with one sequence argument -> view(*shape, 2)
             args = [args[0].with_changes(star="*")]
