@@ -95,6 +95,16 @@ class Rule(cst.CSTTransformer):
     def __init__(self, ctx: PortContext) -> None:
         super().__init__()
         self.ctx = ctx
+        self._callees: set[int] = set()
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if isinstance(node, cst.Call):
+            self._callees.add(id(node.func))
+        return super().on_visit(node)
+
+    def is_callee(self, node: cst.CSTNode) -> bool:
+        """Whether ``node`` (an original node) is the function part of a call, as in ``x.f()``."""
+        return id(node) in self._callees
 
     # -- helpers for subclasses -------------------------------------------------------------
 

@@ -64,7 +64,7 @@ class MapOps(Rule):
             return dotted(table.names[name])
         if name is None and is_tensor_receiver(updated_node.value):
             row = table.lookup("attribute", updated_node.attr.value)
-            if row is not None and row.expr and id(original_node) not in self._callees:
+            if row is not None and row.expr and not self.is_callee(original_node):
                 self.applied()
                 return instantiate(row.expr, {"self": updated_node.value})
         return updated_node
@@ -76,13 +76,6 @@ class MapOps(Rule):
             self.applied()
             return dotted(table.names[name])
         return updated_node
-
-    def visit_Module(self, node: cst.Module) -> None:
-        # Attribute rows must not fire on the callee of a call (x.is_floating_point()).
-        self._callees: set[int] = set()
-
-    def visit_Call(self, node: cst.Call) -> None:
-        self._callees.add(id(node.func))
 
     # -- emission ---------------------------------------------------------------------------
 

@@ -91,10 +91,6 @@ class RewriteComplexRope(FlowRule):
             backward_mult=True,
         )
 
-    def visit_Module(self, node: cst.Module) -> None:
-        super().visit_Module(node)
-        self._callees: set[int] = set()
-
     def _makes_complex(self, expr: cst.BaseExpression) -> bool:
         return isinstance(expr, cst.Call) and self.imported(expr.func) in _MAKERS
 
@@ -102,9 +98,6 @@ class RewriteComplexRope(FlowRule):
         if isinstance(expr, cst.Call):
             return self.imported(expr.func) in _ENDS
         return isinstance(expr, cst.Attribute) and expr.attr.value in ("real", "imag")
-
-    def visit_Call(self, node: cst.Call) -> None:
-        self._callees.add(id(node.func))
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -196,7 +189,7 @@ class RewriteComplexRope(FlowRule):
 
     def leave_Attribute(self, original_node, updated_node):  # type: ignore[no-untyped-def]
         attr = updated_node.attr.value
-        if id(original_node) in self._callees or attr not in ("shape", "ndim", "real", "imag"):
+        if self.is_callee(original_node) or attr not in ("shape", "ndim", "real", "imag"):
             return updated_node
         if not self.tagged(original_node.value):
             return updated_node

@@ -105,6 +105,23 @@ CASES = [
         import torch
 
 
+        def f(x, w):
+            return x.is_floating_point(), w.dtype.is_floating_point
+        """,
+        """\
+        import mlx.core as mx
+
+
+        def f(x, w):
+            return mx.issubdtype(x.dtype, mx.floating), mx.issubdtype(w.dtype, mx.floating)
+        """,
+        id="method-row-vs-attribute-row",
+    ),
+    pytest.param(
+        """\
+        import torch
+
+
         def f(x, device):
             with torch.amp.autocast("cuda", enabled=False):
                 y = x.float().to(device)
