@@ -23,17 +23,24 @@ def _cmd_convert_weights(args: argparse.Namespace) -> int:
 
 def _cmd_port(args: argparse.Namespace) -> int:
     from porter.pipeline import port
-    from porter.recipes import RECIPES
+    from porter.recipes import recipes
 
-    spec, outdir, model_class = args.source, args.output, None
-    recipe = RECIPES.get(spec)
+    spec, outdir, model_class, golden = args.source, args.output, None, None
+    recipe = recipes().get(spec)
     if recipe is not None:
-        spec, model_class = recipe.source, recipe.model_class
+        spec, model_class, golden = recipe.source, recipe.model_class, recipe.golden
         outdir = outdir or recipe.outdir
     if outdir is None:
         raise PorterError("missing -o OUTDIR (only built-in recipes have a default)", args.source)
     command = f"porter port {args.source}" + (f" -o {args.output}" if args.output else "")
-    result = port(spec, Path(outdir), command=command, model_class=model_class, strict=args.strict)
+    result = port(
+        spec,
+        Path(outdir),
+        command=command,
+        model_class=model_class,
+        strict=args.strict,
+        golden=golden,
+    )
     print(summary(result), file=sys.stderr)
     if args.strict and result.ctx.findings:
         first = result.ctx.findings[0]

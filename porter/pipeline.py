@@ -16,6 +16,7 @@ from porter.engine import PortContext, discover_rules, run_rules
 from porter.errors import PorterError
 from porter.format import format_code
 from porter.locate import Source, locate
+from porter.recipes import GoldenSpec
 from porter.render import render, render_snippet, snippet_order
 from porter.write import write_files
 
@@ -48,12 +49,13 @@ def port(
     command: str,
     model_class: str | None = None,
     strict: bool = False,
+    golden: GoldenSpec | None = None,
 ) -> PortResult:
     """Port ``spec`` into ``outdir``. With ``strict``, nothing is written if anything is left
-    unported."""
+    unported. With ``golden`` (a recipe's cases), the package gets a golden test too."""
     source = locate(spec)
     module, ctx = rewrite(source)
-    files = render_files(source, module, ctx, command, model_class)
+    files = render_files(source, module, ctx, command, model_class, golden)
     if strict and ctx.findings:
         return PortResult(source, ctx, files, [])
     return PortResult(source, ctx, files, write_files(outdir, files))
@@ -67,7 +69,12 @@ def rewrite(source: Source) -> tuple[cst.Module, PortContext]:
 
 
 def render_files(
-    source: Source, module: cst.Module, ctx: PortContext, command: str, model_class: str | None
+    source: Source,
+    module: cst.Module,
+    ctx: PortContext,
+    command: str,
+    model_class: str | None,
+    golden: GoldenSpec | None = None,
 ) -> dict[str, str]:
     stem = source.path.stem if source.path.name != "__init__.py" else source.path.parent.name
     header = {"version": __version__, "source": source.display, "sha256": source.sha256}
@@ -82,6 +89,16 @@ def render_files(
             "weights.py.j2", module=stem, model_class=model, layout_plan="[]", **header
         )
         files["__init__.py"] = render("package_init.py.j2", module=stem, exports=exports, **header)
+    if model is not None and golden is not None:
+        files[f"test_golden_{stem}.py"] = render(
+            "golden_test.py.j2",
+            torch_module=source.module,
+            model_class=model,
+            rel=golden.rel,
+            tolerance=golden.tolerance,
+            cases=golden.cases,
+            **header,
+        )
     return {name: format_code(text, name) for name, text in files.items()}
 
 

@@ -1,21 +1,49 @@
-"""Built-in recipes: a name for a known source, where its port goes, and its model class."""
+"""Built-in recipes (`recipes.toml`): a name for a known source, where its port goes, its model
+class, and the golden cases rendered into the port's golden test."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GoldenSpec:
+    """Golden cases for a recipe: ``rel`` bound, the ``tolerance`` reasoning, and the cases.
+
+    Each case is a dict with ``name``, ``seed``, ``doc``, ``config`` and ``inputs`` (the body of
+    an input builder, see recipes.toml)."""
+
+    rel: float
+    tolerance: str
+    cases: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class Recipe:
+    name: str
     source: str
     outdir: str
     model_class: str
+    golden: GoldenSpec | None = field(default=None)
 
 
-RECIPES = {
-    "z-image": Recipe(
-        source="diffusers.models.transformers.transformer_z_image",
-        outdir="generated/z_image",
-        model_class="ZImageTransformer2DModel",
-    ),
-}
+@cache
+def recipes() -> dict[str, Recipe]:
+    data = tomllib.loads(resources.files("porter").joinpath("recipes.toml").read_text("utf-8"))
+    out = {}
+    for name, row in data.items():
+        golden = row.get("golden")
+        out[name] = Recipe(
+            name=name,
+            source=row["source"],
+            outdir=row["outdir"],
+            model_class=row["model_class"],
+            golden=GoldenSpec(golden["rel"], golden["tolerance"].strip(), golden["cases"])
+            if golden
+            else None,
+        )
+    return out

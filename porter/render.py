@@ -17,7 +17,7 @@ _REQUIRES = re.compile(r"\{#\s*requires:\s*([\w,\s]+?)\s*#\}")
 @cache
 def environment() -> jinja2.Environment:
     root = Path(porter.templates.__path__[0])
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(root)),
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -25,6 +25,9 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         autoescape=False,
     )
+    # Python literals (configs in golden tests) are written with repr, which black then formats.
+    env.filters["pyrepr"] = repr
+    return env
 
 
 def render(template: str, **values: object) -> str:

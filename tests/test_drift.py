@@ -6,15 +6,19 @@ import difflib
 from pathlib import Path
 
 from porter.pipeline import port
-from porter.recipes import RECIPES
+from porter.recipes import recipes
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_generated_z_image_is_up_to_date(tmp_path: Path) -> None:
-    recipe = RECIPES["z-image"]
+    recipe = recipes()["z-image"]
     result = port(
-        recipe.source, tmp_path, command="porter port z-image", model_class=recipe.model_class
+        recipe.source,
+        tmp_path,
+        command="porter port z-image",
+        model_class=recipe.model_class,
+        golden=recipe.golden,
     )
     committed = ROOT / recipe.outdir
     stale = []

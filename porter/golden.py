@@ -1,16 +1,21 @@
-"""Shared pieces for golden tests: a ported MLX model against the PyTorch model it came from.
+"""Golden tests: a ported MLX model against the PyTorch model it came from.
 
-A golden test gives the torch model seeded non-trivial weights (`randomize_`), moves them to
+This module needs torch (porter's `test` extra); the generated code never imports it. A golden
+test gives the torch model seeded non-trivial weights (`randomize_`), moves them to
 MLX, feeds both sides the same inputs (`to_mx` converts nested lists of tensors) and compares
 the outputs with `assert_close`, which prints the error it saw and puts it in the assertion
-message, so a passing run still shows how close the port is.
+message, so a passing run still shows how close the port is. `run_golden` strings these together for one
+`GoldenCase` the way a user ports a model: save_pretrained, `porter convert-weights`, the
+package's strict `load_model`, identical inputs. The golden tests that porter renders from a
+recipe (`templates/golden_test.py.j2`) call it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
@@ -19,9 +24,13 @@ import torch
 
 __all__ = [
     "Error",
+    "GoldenCase",
     "assert_close",
+    "build_pair",
     "compare",
     "randomize_",
+    "run_golden",
+    "run_pair",
     "state_dict_to_mx",
     "to_mx",
     "to_np",
@@ -65,13 +74,18 @@ def state_dict_to_mx(module: torch.nn.Module) -> list[tuple[str, mx.array]]:
 
 
 def to_mx(obj: Any) -> Any:
-    """Torch tensors, alone or in nested lists and tuples (None kept), as MLX arrays."""
-    if obj is None:
-        return None
+    """Torch tensors, alone or nested in lists, tuples and dicts, as MLX arrays.
+
+    None, bools, numbers and strings pass through unchanged (flags such as return_dict=False).
+    """
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
     if isinstance(obj, torch.Tensor):
         return mx.array(obj.detach().cpu().numpy())
     if isinstance(obj, (list, tuple)):
         return type(obj)(to_mx(item) for item in obj)
+    if isinstance(obj, dict):
+        return {key: to_mx(value) for key, value in obj.items()}
     raise TypeError(f"to_mx: cannot convert {type(obj).__name__}")
 
 
@@ -159,3 +173,68 @@ def assert_close(
     print(line)
     assert err.max_abs <= bound, line
     return err
+
+
+@dataclass(frozen=True)
+class GoldenCase:
+    """One golden comparison: a small config, an input builder, a seed and a tolerance.
+
+    ``inputs(gen)`` returns ``(args, kwargs)`` of torch tensors (nested in lists where the model
+    takes lists) built from the seeded generator; the MLX side gets the same values through
+    `to_mx`. ``rel`` is the bound relative to the output scale, see `Error.relative_bound`.
+    """
+
+    name: str
+    config: dict[str, Any]
+    inputs: Callable[[torch.Generator], tuple[tuple[Any, ...], dict[str, Any]]]
+    seed: int = 0
+    rel: float = 1e-4
+
+
+def build_pair(
+    torch_class: type[torch.nn.Module],
+    load_model: Callable[[Path, Path], Any],
+    case: GoldenCase,
+    folder: Path,
+) -> tuple[torch.nn.Module, Any]:
+    """The torch model with seeded weights and its MLX port, loaded the way a user loads it.
+
+    The torch model is saved with ``save_pretrained`` into ``folder/torch``, converted with
+    ``porter convert-weights`` and loaded by the generated package's ``load_model`` (strict).
+    """
+    from porter.cli import main as porter_main
+
+    torch.manual_seed(case.seed)
+    torch_model = torch_class(**case.config).eval()
+    randomize_(torch_model, case.seed)
+    checkpoint = folder / "torch"
+    torch_model.save_pretrained(checkpoint)
+    weights = folder / "mlx.safetensors"
+    code = porter_main(["convert-weights", str(checkpoint), "-o", str(weights)])
+    if code != 0:
+        raise AssertionError(f"porter convert-weights {checkpoint} exited with {code}")
+    return torch_model, load_model(checkpoint / "config.json", weights)
+
+
+def run_pair(torch_model: torch.nn.Module, mlx_model: Any, case: GoldenCase) -> tuple[Any, Any]:
+    """Both models on the case's inputs: (torch reference, MLX output)."""
+    args, kwargs = case.inputs(torch.Generator().manual_seed(case.seed + 1))
+    with torch.no_grad():
+        reference = torch_model(*args, **kwargs)
+    output = mlx_model(*to_mx(args), **to_mx(kwargs))
+    mx.eval(output)
+    return reference, output
+
+
+def run_golden(
+    torch_class: type[torch.nn.Module],
+    load_model: Callable[[Path, Path], Any],
+    case: GoldenCase,
+    folder: Path,
+) -> Error:
+    """The whole golden comparison for one case; fails (after printing) above the bound."""
+    torch_model, mlx_model = build_pair(torch_class, load_model, case, folder)
+    reference, output = run_pair(torch_model, mlx_model, case)
+    return assert_close(
+        reference, output, rel=case.rel, label=f"{torch_class.__name__} {case.name}"
+    )
