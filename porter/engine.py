@@ -51,6 +51,8 @@ class PortContext:
     resolutions: dict[str, tuple[str, str]] = field(default_factory=dict)
     # Extra imports the generated module needs ("numpy", "types.SimpleNamespace", ...).
     imports: set[str] = field(default_factory=set)
+    # Source lines each rule rewrote, by rule id: what `porter diff` annotates changed lines with.
+    touched: dict[str, set[int]] = field(default_factory=dict)
     # id(node) -> (node, first line, last line in the source); holding the node keeps its id
     # unique for the whole port.
     _origin: dict[int, tuple[cst.CSTNode, int, int]] = field(default_factory=dict)
@@ -142,7 +144,20 @@ class Rule(cst.CSTTransformer):
         result = super().on_leave(original_node, updated_node)
         if isinstance(result, cst.CSTNode):
             self.ctx.inherit(original_node, result)
+        if result is not updated_node and not isinstance(original_node, cst.Module):
+            self._touch(original_node, removed=isinstance(result, cst.RemovalSentinel))
         return result
+
+    def _touch(self, node: cst.CSTNode, removed: bool) -> None:
+        """Record the source lines this rule rewrote: a removed node's whole span, a rewritten
+        compound statement's header line only (its body is attributed node by node)."""
+        span = self.ctx.span_of(node)
+        if span is None:
+            return
+        first, last = span
+        if not removed and isinstance(getattr(node, "body", None), cst.BaseSuite):
+            last = first
+        self.ctx.touched.setdefault(self.id, set()).update(range(first, last + 1))
 
 
 def _is_dotted(node: cst.CSTNode) -> bool:
