@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ def _cmd_convert_weights(args: argparse.Namespace) -> int:
 def _cmd_port(args: argparse.Namespace) -> int:
     from porter.pipeline import port
     from porter.recipes import recipes
+    from porter.report import build_report, write_report
 
     spec, outdir, model_class, golden = args.source, args.output, None, None
     recipe = recipes().get(spec)
@@ -32,7 +34,9 @@ def _cmd_port(args: argparse.Namespace) -> int:
         outdir = outdir or recipe.outdir
     if outdir is None:
         raise PorterError("missing -o OUTDIR (only built-in recipes have a default)", args.source)
-    command = f"porter port {args.source}" + (f" -o {args.output}" if args.output else "")
+    command = shlex.join(
+        ["porter", "port", args.source, *(["-o", args.output] if args.output else [])]
+    )
     result = port(
         spec,
         Path(outdir),
@@ -40,8 +44,12 @@ def _cmd_port(args: argparse.Namespace) -> int:
         model_class=model_class,
         strict=args.strict,
         golden=golden,
+        force=args.force,
     )
-    print(summary(result), file=sys.stderr)
+    report = build_report(result.source, result.ctx, result.written)
+    if args.report:
+        write_report(report, Path(args.report))
+    print(report.short(), file=sys.stderr)
     if args.strict and result.ctx.findings:
         first = result.ctx.findings[0]
         more = len(result.ctx.findings) - 1
@@ -53,28 +61,6 @@ def _cmd_port(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
-
-
-def summary(result) -> str:  # type: ignore[no-untyped-def]
-    ctx = result.ctx
-    lines = [f"ported {result.source.display}"]
-    lines.append(f"  from {result.source.path}")
-    for path in result.written:
-        lines.append(f"  wrote {path}")
-    lines.append("rules applied:")
-    for rule, n in sorted(ctx.applied.items()):
-        lines.append(f"  {rule:<28} {n:>4}")
-    if ctx.resolutions:
-        lines.append("library names:")
-        for name, (how, _) in sorted(ctx.resolutions.items()):
-            lines.append(f"  {name:<60} {how}")
-    if ctx.findings:
-        lines.append(f"unported ({len(ctx.findings)}, marked XXX in the output):")
-        for f in ctx.findings:
-            lines.append(f"  {f.where(result.source)}: [{f.rule}] {f.message}")
-    else:
-        lines.append("unported: none")
-    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  porter port z-image\n"
             "  porter port diffusers.models.transformers.transformer_z_image -o out/z_image\n"
-            "  porter port ./my_model.py -o out/my_model --strict"
+            "  porter port ./my_model.py -o out/my_model --strict --report report.json"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -102,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("-o", "--output", help="output folder (default for recipes: their folder)")
     pp.add_argument(
         "--strict", action="store_true", help="exit 1 if any construct is left unported"
+    )
+    pp.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite files in OUTDIR that were edited by hand or not written by porter",
+    )
+    pp.add_argument(
+        "--report",
+        metavar="FILE",
+        help="also write the port report as Markdown (FILE.md) or JSON (FILE.json)",
     )
     pp.set_defaults(func=_cmd_port)
 
@@ -125,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="cast floating-point weights (default: keep the checkpoint's dtype)",
     )
     cw.set_defaults(func=_cmd_convert_weights)
+
+    from porter.check import add_parser as add_check
+
+    add_check(sub)
     return parser
 
 

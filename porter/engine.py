@@ -24,15 +24,25 @@ from libcst.metadata import (
 
 from porter.locate import Source
 
+# How much work an unported construct leaves, from least to most.
+MECHANICAL = "mechanical"  # a 1:1 mapping is missing: one row in rules/ops.toml or symbols.toml
+NEEDS_REVIEW = "needs review"  # porter could not decide what the code means; a person must
+BLOCKER = "blocker"  # no MLX form in porter's model of the code: it needs a hand port
+CONFIDENCE_CLASSES = (MECHANICAL, NEEDS_REVIEW, BLOCKER)
+
 
 @dataclass(frozen=True)
 class Finding:
-    """A construct porter could not port: kept in place, marked inline, listed in the summary."""
+    """A construct porter could not port: kept in place, marked inline, listed in the summary.
+
+    ``confidence`` is one of ``CONFIDENCE_CLASSES``.
+    """
 
     rule: str
     line: int
     message: str
     code: str
+    confidence: str = BLOCKER
 
     def where(self, source: Source) -> str:
         return f"{source.path}:{self.line}"
@@ -47,8 +57,9 @@ class PortContext:
     findings: list[Finding] = field(default_factory=list)
     # Names the generated code needs from the rendered support module, keyed by snippet id.
     support: dict[str, set[str]] = field(default_factory=dict)
-    # How each name imported from elsewhere was resolved: qualified name -> (how, detail).
-    resolutions: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # How rules resolved names imported from elsewhere: qualified name -> (how, via, reason),
+    # how being "dropped" or "mapped" and via the target ("support: rms_norm.RMSNorm").
+    resolutions: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     # Extra imports the generated module needs ("numpy", "types.SimpleNamespace", ...).
     imports: set[str] = field(default_factory=set)
     # Source lines each rule rewrote, by rule id: what `porter diff` annotates changed lines with.
@@ -133,9 +144,12 @@ class Rule(cst.CSTTransformer):
     def applied(self, n: int = 1) -> None:
         self.ctx.applied[self.id] += n
 
-    def unported(self, node: cst.CSTNode, message: str) -> None:
+    def unported(self, node: cst.CSTNode, message: str, confidence: str = BLOCKER) -> None:
+        """Report ``node`` as left unported; ``confidence`` says how much work it leaves."""
+        if confidence not in CONFIDENCE_CLASSES:
+            raise ValueError(f"unknown confidence class {confidence!r}")
         code = cst.Module([]).code_for_node(node).strip().splitlines()[0][:80]
-        finding = Finding(self.id, self.ctx.line_of(node), message, code)
+        finding = Finding(self.id, self.ctx.line_of(node), message, code, confidence)
         if finding not in self.ctx.findings:
             self.ctx.findings.append(finding)
 

@@ -15,6 +15,7 @@ from porter import __version__
 from porter.engine import PortContext, discover_rules, run_rules
 from porter.errors import PorterError
 from porter.format import format_code
+from porter.header import edited_by_hand, read_header, seal
 from porter.locate import Source, locate
 from porter.recipes import GoldenSpec
 from porter.render import render, render_snippet, snippet_order
@@ -50,15 +51,36 @@ def port(
     model_class: str | None = None,
     strict: bool = False,
     golden: GoldenSpec | None = None,
+    force: bool = False,
 ) -> PortResult:
     """Port ``spec`` into ``outdir``. With ``strict``, nothing is written if anything is left
-    unported. With ``golden`` (a recipe's cases), the package gets a golden test too."""
+    unported. With ``golden`` (a recipe's cases), the package gets a golden test too. A file
+    in ``outdir`` that porter did not write, or that was edited since, is only overwritten
+    with ``force``."""
     source = locate(spec)
     module, ctx = rewrite(source)
     files = render_files(source, module, ctx, command, model_class, golden)
     if strict and ctx.findings:
         return PortResult(source, ctx, files, [])
+    if not force:
+        refuse_to_clobber(outdir, files)
     return PortResult(source, ctx, files, write_files(outdir, files))
+
+
+def refuse_to_clobber(outdir: Path, files: dict[str, str]) -> None:
+    """Raise if writing ``files`` would replace a hand-edited or foreign file in ``outdir``."""
+    for name in files:
+        target = outdir / name
+        if not target.is_file():
+            continue
+        text = target.read_text(encoding="utf-8", errors="replace")
+        if read_header(text) is None:
+            why = "exists and was not written by porter"
+        elif edited_by_hand(text):
+            why = "was edited by hand since porter wrote it (its content hash does not match)"
+        else:
+            continue
+        raise PorterError(f"{why}; not overwriting it (pass --force to overwrite)", str(target))
 
 
 def rewrite(source: Source) -> tuple[cst.Module, PortContext]:
@@ -99,7 +121,7 @@ def render_files(
             cases=golden.cases,
             **header,
         )
-    return {name: format_code(text, name) for name, text in files.items()}
+    return {name: seal(format_code(text, name)) for name, text in files.items()}
 
 
 def _public_names(module: cst.Module) -> list[str]:

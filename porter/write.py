@@ -21,14 +21,21 @@ def write_files(outdir: Path, files: dict[str, str]) -> list[Path]:
         raise PorterError(f"cannot create output folder: {err.strerror}", str(outdir)) from None
     written = []
     for name, text in files.items():
-        target = outdir / name
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=outdir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-                handle.write(text)
-            os.replace(tmp, target)
-        except OSError as err:
-            Path(tmp).unlink(missing_ok=True)
-            raise PorterError(f"cannot write: {err.strerror}", str(target)) from None
-        written.append(target)
+        write_text_atomic(outdir / name, text)
+        written.append(outdir / name)
     return written
+
+
+def write_text_atomic(target: Path, text: str) -> None:
+    """Write ``text`` to ``target`` via a temp file in the same folder and ``os.replace``."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as err:
+        raise PorterError(f"cannot write: {err.strerror}", str(target)) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise PorterError(f"cannot write: {err.strerror}", str(target)) from None

@@ -56,8 +56,9 @@ class ResolveLibrarySymbols(Rule):
         return self.symbols.get(name) if name else None
 
     def _resolved(self, sym) -> None:  # type: ignore[no-untyped-def]
-        how = {"drop": "dropped", "support": "mapped (support)", "mlx": "mapped"}[sym.action]
-        self.ctx.resolutions[sym.name] = (how, sym.reason)
+        how = "dropped" if sym.action == "drop" else "mapped"
+        via = f"{sym.action}: {sym.target}" if sym.target else ""
+        self.ctx.resolutions[sym.name] = (how, via, sym.reason)
 
     # -- classes: bases and mixin class attributes ------------------------------------------
 

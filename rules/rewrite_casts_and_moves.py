@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from porter.engine import Rule
+from porter.engine import NEEDS_REVIEW, Rule
 
 from ._common import is_string, is_tensor_receiver
 from ._table import op_table
@@ -77,7 +77,9 @@ class RewriteCastsAndMoves(Rule):
                 dtype = new.value
             elif kind != "device":
                 self.unported(
-                    original_node, "cannot tell whether this .to() argument is a dtype or a device"
+                    original_node,
+                    "cannot tell whether this .to() argument is a dtype or a device",
+                    NEEDS_REVIEW,
                 )
                 return updated_node
         self.applied()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from porter.engine import Rule
+from porter.engine import NEEDS_REVIEW, Rule
 
 from ._common import keyword
 
@@ -65,7 +65,9 @@ class UnwrapDeviceContexts(Rule):
             ):
                 return True
             self.unported(
-                expr, "autocast that lowers precision; run the port in the dtype you want"
+                expr,
+                "autocast that lowers precision; run the port in the dtype you want",
+                NEEDS_REVIEW,
             )
         return False
 

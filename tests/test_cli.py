@@ -80,7 +80,7 @@ def test_unported_construct_is_marked_and_strict_fails_without_writing(tmp_path,
     assert code == 0
     out = (tmp_path / "out" / "odd.py").read_text()
     assert "# XXX(porter unported, mark-unported): torch.special.erfcx" in out
-    assert f"{src}:5: [mark-unported]" in err
+    assert f"{src}:5: [mark-unported, mechanical]" in err
 
     code, err = run(["port", str(src), "-o", str(tmp_path / "strict"), "--strict"], capsys)
     assert code == 1
