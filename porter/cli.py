@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     from porter.check import add_parser as add_check
 
     add_check(sub)
+    from porter.bisect import add_parser as add_bisect
+
+    add_bisect(sub)
     from porter.diff import add_parser as add_diff
 
     add_diff(sub)

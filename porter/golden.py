@@ -22,11 +22,14 @@ import mlx.core as mx
 import numpy as np
 import torch
 
+from porter.bisect import bisect
+
 __all__ = [
     "Error",
     "GoldenCase",
     "assert_close",
     "build_pair",
+    "case_inputs",
     "compare",
     "randomize_",
     "run_golden",
@@ -216,9 +219,14 @@ def build_pair(
     return torch_model, load_model(checkpoint / "config.json", weights)
 
 
+def case_inputs(case: GoldenCase) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The case's (args, kwargs) as torch tensors, from a generator seeded with seed + 1."""
+    return case.inputs(torch.Generator().manual_seed(case.seed + 1))
+
+
 def run_pair(torch_model: torch.nn.Module, mlx_model: Any, case: GoldenCase) -> tuple[Any, Any]:
     """Both models on the case's inputs: (torch reference, MLX output)."""
-    args, kwargs = case.inputs(torch.Generator().manual_seed(case.seed + 1))
+    args, kwargs = case_inputs(case)
     with torch.no_grad():
         reference = torch_model(*args, **kwargs)
     output = mlx_model(*to_mx(args), **to_mx(kwargs))
@@ -232,9 +240,17 @@ def run_golden(
     case: GoldenCase,
     folder: Path,
 ) -> Error:
-    """The whole golden comparison for one case; fails (after printing) above the bound."""
+    """The whole golden comparison for one case; fails (after printing) above the bound.
+
+    On failure it first prints the `porter.bisect` table of the same pair: every module call
+    in execution order with its error, and the first one above the bound.
+    """
     torch_model, mlx_model = build_pair(torch_class, load_model, case, folder)
     reference, output = run_pair(torch_model, mlx_model, case)
-    return assert_close(
-        reference, output, rel=case.rel, label=f"{torch_class.__name__} {case.name}"
-    )
+    label = f"{torch_class.__name__} {case.name}"
+    try:
+        return assert_close(reference, output, rel=case.rel, label=label)
+    except AssertionError:
+        report = bisect(torch_model, mlx_model, *case_inputs(case), rel=case.rel, label=label)
+        print(report.table())
+        raise
