@@ -23,6 +23,7 @@ from libcst.metadata import (
 )
 
 from porter.locate import Source
+from porter.precedence import fix_precedence
 
 # How much work an unported construct leaves, from least to most.
 MECHANICAL = "mechanical"  # a 1:1 mapping is missing: one row in rules/ops.toml or symbols.toml
@@ -217,4 +218,4 @@ def run_rules(module: cst.Module, ctx: PortContext, rules: list[type[Rule]]) -> 
     for rule_cls in rules:
         wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
         module = wrapper.visit(rule_cls(ctx))
-    return module
+    return fix_precedence(module)

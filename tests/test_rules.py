@@ -203,6 +203,25 @@ CASES = [
         """,
         id="unknown-construct-kept-and-marked",
     ),
+    pytest.param(
+        """\
+        import torch
+
+
+        def rms(x, eps):
+            variance = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
+            return x * torch.rsqrt(variance + eps), (-x).pow(2), x.pow(2)[0]
+        """,
+        """\
+        import mlx.core as mx
+
+
+        def rms(x, eps):
+            variance = (x.astype(mx.float32) ** 2).mean(-1, keepdims=True)
+            return x * mx.rsqrt(variance + eps), (-x) ** 2, (x ** 2)[0]
+        """,
+        id="templated-operator-gets-parentheses-where-precedence-needs-them",
+    ),
 ]
 
 
