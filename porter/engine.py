@@ -12,12 +12,13 @@ import importlib
 import pkgutil
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import libcst as cst
 from libcst.metadata import (
     MetadataWrapper,
     PositionProvider,
+    QualifiedName,
     QualifiedNameProvider,
     QualifiedNameSource,
 )
@@ -68,6 +69,12 @@ class PortContext:
     # id(node) -> (node, first line, last line in the source); holding the node keeps its id
     # unique for the whole port.
     _origin: dict[int, tuple[cst.CSTNode, int, int]] = field(default_factory=dict)
+    # id(node) -> (node, its qualified names in the source: a set, or LibCST's lazy value that
+    # computes it), carried to the nodes that replace it.
+    _names: dict[int, tuple[cst.CSTNode, Any]] = field(default_factory=dict)
+    # Module-level import aliases of the source ("F" -> "torch.nn.functional"), for names in
+    # code the rules made up.
+    _aliases: dict[str, str] = field(default_factory=dict)
 
     def need(self, snippet: str, name: str) -> cst.Name:
         """Record that the output uses ``name`` from support snippet ``snippet``."""
@@ -82,17 +89,53 @@ class PortContext:
         hit = self._origin.get(id(node))
         return (hit[1], hit[2]) if hit else None
 
+    def names_of(self, node: cst.CSTNode) -> frozenset[QualifiedName]:
+        """The qualified names ``node`` had in the source (empty for nodes rules made up)."""
+        hit = self._names.get(id(node))
+        if hit is None:
+            return self._made_up_names(node)
+        names = hit[1]() if callable(hit[1]) else hit[1]
+        return frozenset(names)
+
+    def _made_up_names(self, node: cst.CSTNode) -> frozenset[QualifiedName]:
+        """A rule wrote ``torch.stack(...)`` for a later rule to map: it means what the
+        source's module-level imports say."""
+        parts: list[str] = []
+        while isinstance(node, cst.Attribute):
+            parts.append(node.attr.value)
+            node = node.value
+        if not isinstance(node, cst.Name) or node.value not in self._aliases:
+            return frozenset()
+        name = ".".join([self._aliases[node.value], *reversed(parts)])
+        return frozenset({QualifiedName(name, QualifiedNameSource.IMPORT)})
+
     def inherit(self, original: cst.CSTNode, updated: cst.CSTNode) -> None:
+        """``updated`` replaces ``original``: it keeps its source lines and qualified names."""
         if original is updated or id(updated) in self._origin:
             return
         hit = self._origin.get(id(original))
         if hit:
             self._origin[id(updated)] = (updated, hit[1], hit[2])
+        # Names carry over only to a node spelled the same: `torch.cat` whose children were
+        # rebuilt. A node a rule put in its place means something else.
+        names = self._names.get(id(original))
+        if names and _spelling(updated) == _spelling(original):
+            self._names[id(updated)] = (updated, names[1])
 
-    def record_positions(self, module: cst.Module) -> None:
+    def record_source(self, module: cst.Module) -> None:
+        """Source lines and qualified names of every node of the parsed source.
+
+        Scopes are analysed once, on the source: rules never add or rename imports before
+        rewrite_imports runs last, so a name means in the rewritten tree what it meant in the
+        source, and nodes a rule makes up (``mx.concatenate``) have no torch meaning at all.
+        """
         wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
         for node, pos in wrapper.resolve(PositionProvider).items():
             self._origin[id(node)] = (node, pos.start.line, pos.end.line)
+        for node, names in wrapper.resolve(QualifiedNameProvider).items():
+            if _spelling(node) is not None:
+                self._names[id(node)] = (node, names)
+        self._aliases = _module_aliases(module)
 
 
 class Rule(cst.CSTTransformer):
@@ -104,7 +147,6 @@ class Rule(cst.CSTTransformer):
     id: ClassVar[str]
     description: ClassVar[str]
     order: ClassVar[int]
-    METADATA_DEPENDENCIES = (QualifiedNameProvider,)
 
     def __init__(self, ctx: PortContext) -> None:
         super().__init__()
@@ -129,11 +171,7 @@ class Rule(cst.CSTTransformer):
         """
         if not _is_dotted(node):
             return None
-        try:
-            names = self.get_metadata(QualifiedNameProvider, node, set())
-        except KeyError:
-            return None
-        for qn in sorted(names, key=lambda q: q.name):
+        for qn in sorted(self.ctx.names_of(node), key=lambda q: q.name):
             if not imports_only or qn.source is QualifiedNameSource.IMPORT:
                 return absolute_name(qn.name, self.ctx.source.package)
         return None
@@ -175,6 +213,43 @@ class Rule(cst.CSTTransformer):
         self.ctx.touched.setdefault(self.id, set()).update(range(first, last + 1))
 
 
+def _module_aliases(module: cst.Module) -> dict[str, str]:
+    """Names bound by the module's top-level imports, with the dotted names they stand for."""
+    aliases: dict[str, str] = {}
+    for stmt in module.body:
+        if not isinstance(stmt, cst.SimpleStatementLine):
+            continue
+        for small in stmt.body:
+            if isinstance(small, cst.Import):
+                for alias in small.names:
+                    dotted = _dotted_text(alias.name)
+                    if alias.asname:
+                        aliases[_dotted_text(alias.asname.name)] = dotted
+                    else:
+                        root = dotted.split(".")[0]
+                        aliases[root] = root
+            elif isinstance(small, cst.ImportFrom) and not isinstance(small.names, cst.ImportStar):
+                base = "." * len(small.relative) + (
+                    _dotted_text(small.module) if small.module else ""
+                )
+                for alias in small.names:
+                    name = _dotted_text(alias.name)
+                    bound = _dotted_text(alias.asname.name) if alias.asname else name
+                    aliases[bound] = f"{base}.{name}" if small.module else base + name
+    return aliases
+
+
+def _spelling(node: cst.CSTNode) -> str | None:
+    """``"torch.nn.functional"`` for a dotted name, None for anything else."""
+    return _dotted_text(node) if _is_dotted(node) else None  # type: ignore[arg-type]
+
+
+def _dotted_text(node: cst.BaseExpression) -> str:
+    if isinstance(node, cst.Attribute):
+        return f"{_dotted_text(node.value)}.{node.attr.value}"
+    return node.value if isinstance(node, cst.Name) else ""
+
+
 def _is_dotted(node: cst.CSTNode) -> bool:
     """``a.b.c`` is a name; ``f(x).to`` is a method on a value, not a qualified name."""
     while isinstance(node, cst.Attribute):
@@ -213,9 +288,8 @@ def discover_rules() -> list[type[Rule]]:
 
 
 def run_rules(module: cst.Module, ctx: PortContext, rules: list[type[Rule]]) -> cst.Module:
-    """Apply ``rules`` in order; metadata is recomputed for each rule on the current tree."""
-    ctx.record_positions(module)
+    """Apply ``rules`` in order, each as one pass over the tree the previous one left."""
+    ctx.record_source(module)
     for rule_cls in rules:
-        wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-        module = wrapper.visit(rule_cls(ctx))
+        module = module.visit(rule_cls(ctx))
     return fix_precedence(module)

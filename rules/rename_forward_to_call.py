@@ -27,7 +27,6 @@ class RenameForwardToCall(Rule):
     id = "rename-forward-to-call"
     description = "rename Module.forward to __call__"
     order = 50
-    METADATA_DEPENDENCIES = ()
 
     def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
         super().__init__(ctx)
