@@ -195,6 +195,8 @@ class Rule(cst.CSTTransformer):
     def on_leave(self, original_node, updated_node):  # type: ignore[no-untyped-def]
         self.ctx.inherit(original_node, updated_node)
         result = super().on_leave(original_node, updated_node)
+        if isinstance(result, cst.BaseExpression) and result is not updated_node:
+            result = _keep_parentheses(updated_node, result)
         if isinstance(result, cst.CSTNode):
             self.ctx.inherit(original_node, result)
         if result is not updated_node and not isinstance(original_node, cst.Module):
@@ -211,6 +213,15 @@ class Rule(cst.CSTTransformer):
         if not removed and isinstance(getattr(node, "body", None), cst.BaseSuite):
             last = first
         self.ctx.touched.setdefault(self.id, set()).update(range(first, last + 1))
+
+
+def _keep_parentheses(old: cst.CSTNode, new: cst.BaseExpression) -> cst.BaseExpression:
+    """A replacement keeps the parentheses around what it replaced: they may hold a
+    multi-line chain such as ``(x.transpose(1, 2)\n.contiguous())`` together."""
+    lpar = getattr(old, "lpar", None)
+    if not lpar or new.lpar:
+        return new
+    return new.with_changes(lpar=lpar, rpar=old.rpar)  # type: ignore[attr-defined]
 
 
 def _module_aliases(module: cst.Module) -> dict[str, str]:

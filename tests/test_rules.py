@@ -222,6 +222,31 @@ CASES = [
         """,
         id="templated-operator-gets-parentheses-where-precedence-needs-them",
     ),
+    pytest.param(
+        """\
+        import torch
+
+
+        def decode(x, f, w):
+            y = (
+                f(x.transpose(-1, -2))
+                .transpose(1, dim1=2)
+                .contiguous()
+            )
+            return y @ torch.transpose(w, 0, 1) @ w.t()
+        """,
+        """\
+        import mlx.core as mx
+
+
+        def decode(x, f, w):
+            y = (
+                mx.swapaxes(f(mx.swapaxes(x, -1, -2)), 1, axis2=2)
+            )
+            return y @ mx.swapaxes(w, 0, 1) @ w.T
+        """,
+        id="dropped-call-keeps-the-parentheses-of-a-multi-line-chain",
+    ),
 ]
 
 
