@@ -46,15 +46,15 @@ def _cmd_port(args: argparse.Namespace) -> int:
         golden=golden,
         force=args.force,
     )
-    report = build_report(result.source, result.ctx, result.written)
+    report = build_report(result.source, result.ctx, result.written, result.library)
     if args.report:
         write_report(report, Path(args.report))
     print(report.short(), file=sys.stderr)
-    if args.strict and result.ctx.findings:
-        first = result.ctx.findings[0]
-        more = len(result.ctx.findings) - 1
+    if args.strict and report.unported:
+        first = report.unported[0]
+        more = len(report.unported) - 1
         print(
-            f"porter: error: {first.where(result.source)}: {first.message}"
+            f"porter: error: {first.file}:{first.line}: {first.reason}"
             + (f" (and {more} more)" if more else "")
             + "; --strict: nothing written",
             file=sys.stderr,

@@ -64,6 +64,10 @@ class PortContext:
     resolutions: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     # Extra imports the generated module needs ("numpy", "types.SimpleNamespace", ...).
     imports: set[str] = field(default_factory=set)
+    # Library names ported transitively: qualified name -> the generated module stem holding it.
+    transitive: dict[str, str] = field(default_factory=dict)
+    # The transitive port of the model's library code (porter.transitive.Plan), main file only.
+    plan: Any = None
     # Source lines each rule rewrote, by rule id: what `porter diff` annotates changed lines with.
     touched: dict[str, set[int]] = field(default_factory=dict)
     # id(node) -> (node, first line, last line in the source); holding the node keeps its id
@@ -299,8 +303,13 @@ def discover_rules() -> list[type[Rule]]:
 
 
 def run_rules(module: cst.Module, ctx: PortContext, rules: list[type[Rule]]) -> cst.Module:
-    """Apply ``rules`` in order, each as one pass over the tree the previous one left."""
-    ctx.record_source(module)
+    """Apply ``rules`` in order, each as one pass over the tree the previous one left.
+
+    The tree's source lines and names are recorded first, unless the caller already did (a
+    library module is recorded whole, then pruned to what the port needs).
+    """
+    if not ctx._origin:
+        ctx.record_source(module)
     for rule_cls in rules:
         module = module.visit(rule_cls(ctx))
     return fix_precedence(module)

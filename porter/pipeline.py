@@ -6,7 +6,7 @@ Each stage lives in its own module; this one only strings them together.
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import libcst as cst
@@ -17,7 +17,9 @@ from porter.errors import PorterError
 from porter.format import format_code
 from porter.header import edited_by_hand, read_header, seal
 from porter.locate import Source, locate
+from porter import transitive
 from porter.recipes import GoldenSpec
+from porter.rules._table import symbol_table
 from porter.render import render, render_snippet, snippet_order
 from porter.write import write_files
 
@@ -28,6 +30,8 @@ class PortResult:
     ctx: PortContext
     files: dict[str, str]
     written: list[Path]
+    # One context per library module ported transitively, in file order.
+    library: list[PortContext] = field(default_factory=list)
 
 
 def parse(source: Source) -> cst.Module:
@@ -58,13 +62,26 @@ def port(
     in ``outdir`` that porter did not write, or that was edited since, is only overwritten
     with ``force``."""
     source = locate(spec)
-    module, ctx = rewrite(source)
-    files = render_files(source, module, ctx, command, model_class, golden)
-    if strict and ctx.findings:
-        return PortResult(source, ctx, files, [])
+    files, ctx, library = generate(source, command, model_class, golden)
+    if strict and any(c.findings for c in [ctx, *library]):
+        return PortResult(source, ctx, files, [], library)
     if not force:
         refuse_to_clobber(outdir, files)
-    return PortResult(source, ctx, files, write_files(outdir, files))
+    return PortResult(source, ctx, files, write_files(outdir, files), library)
+
+
+def generate(
+    source: Source,
+    command: str,
+    model_class: str | None = None,
+    golden: GoldenSpec | None = None,
+) -> tuple[dict[str, str], PortContext, list[PortContext]]:
+    """Every file of the port, in memory: the model, the library code it needs, support,
+    weights, package and golden test; with the contexts the rules reported through."""
+    module, ctx = rewrite(source)
+    library = [rewrite_library(lib, ctx.transitive) for lib in ctx.plan.ordered()]
+    files = render_files(source, module, ctx, command, model_class, golden, library)
+    return files, ctx, [c for _, c in library]
 
 
 def refuse_to_clobber(outdir: Path, files: dict[str, str]) -> None:
@@ -84,10 +101,35 @@ def refuse_to_clobber(outdir: Path, files: dict[str, str]) -> None:
 
 
 def rewrite(source: Source) -> tuple[cst.Module, PortContext]:
-    """Parse and run every rule in order: the rewritten tree and what the rules reported."""
+    """Parse and run every rule in order: the rewritten tree and what the rules reported.
+
+    Library names the source uses that no symbol mapping covers are planned for transitive
+    porting first (``ctx.plan``), so the rules treat them as ported.
+    """
     module = parse(source)
     ctx = PortContext(source)
+    ctx.plan = transitive.plan(source, symbol_table(), _stem(source))
+    ctx.transitive = dict(ctx.plan.targets)
+    for name, stem in ctx.transitive.items():
+        ctx.resolutions[name] = ("ported transitively", f"{stem}.py", "its source, ported")
     return run_rules(module, ctx, discover_rules()), ctx
+
+
+def rewrite_library(
+    lib: transitive.LibraryModule, targets: dict[str, str]
+) -> tuple[cst.Module, PortContext]:
+    """One library module, pruned to the definitions the port needs, through the rules."""
+    module = parse(lib.source)
+    ctx = PortContext(lib.source)
+    ctx.transitive = targets
+    ctx.record_source(module)
+    for snippet, name in lib.support:
+        ctx.need(snippet, name)
+    return run_rules(transitive.prune(module, lib.keep), ctx, discover_rules()), ctx
+
+
+def _stem(source: Source) -> str:
+    return source.path.stem if source.path.name != "__init__.py" else source.path.parent.name
 
 
 def render_files(
@@ -97,14 +139,27 @@ def render_files(
     command: str,
     model_class: str | None,
     golden: GoldenSpec | None = None,
+    library: list[tuple[cst.Module, PortContext]] | None = None,
 ) -> dict[str, str]:
-    stem = source.path.stem if source.path.name != "__init__.py" else source.path.parent.name
+    stem = _stem(source)
     header = {"version": __version__, "source": source.display, "sha256": source.sha256}
     header["command"] = command
     exports = _public_names(module)
     model = model_class or next((n for n in reversed(exports) if n[:1].isupper()), None)
     files = {f"{stem}.py": render("module.py.j2", code=module.code, **header)}
-    snippets = [render_snippet(s) for s in snippet_order(set(ctx.support))]
+    support = set(ctx.support)
+    for lib_module, lib_ctx in library or []:
+        lib_stem = ctx.plan.modules[lib_ctx.source.module].stem
+        files[f"{lib_stem}.py"] = render(
+            "module.py.j2",
+            code=lib_module.code,
+            version=__version__,
+            source=lib_ctx.source.display,
+            sha256=lib_ctx.source.sha256,
+            command=command,
+        )
+        support |= set(lib_ctx.support)
+    snippets = [render_snippet(s) for s in snippet_order(support)]
     files["support.py"] = render("support.py.j2", snippets=snippets, module=stem, **header)
     if model is not None:
         files["weights.py"] = render(

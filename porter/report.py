@@ -128,13 +128,22 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def build_report(source: Source, ctx: PortContext, written: list[Path]) -> Report:
+def build_report(
+    source: Source,
+    ctx: PortContext,
+    written: list[Path],
+    library: list[PortContext] | None = None,
+) -> Report:
+    """The report of one port: the model file and the library modules ported with it."""
+    contexts = [ctx, *(library or [])]
     rules = [
-        RuleUse(r.id, r.order, r.description, ctx.applied.get(r.id, 0)) for r in discover_rules()
+        RuleUse(r.id, r.order, r.description, sum(c.applied.get(r.id, 0) for c in contexts))
+        for r in discover_rules()
     ]
     unported = [
-        Unported(str(source.path), f.line, f.rule, f.message, f.confidence, f.code)
-        for f in sorted(ctx.findings, key=lambda f: (f.line, f.rule))
+        Unported(str(c.source.path), f.line, f.rule, f.message, f.confidence, f.code)
+        for c in contexts
+        for f in sorted(c.findings, key=lambda f: (f.line, f.rule))
     ]
     return Report(
         source=source.display,

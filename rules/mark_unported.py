@@ -61,6 +61,8 @@ class MarkUnported(Rule):
         name = self.imported(node)
         if name is None or name.split(".")[0] in _ALLOWED_ROOTS:
             return False
+        if name in self.ctx.transitive:  # ported beside this module
+            return isinstance(node, cst.Attribute)
         if code(node) in self._ported:
             return isinstance(node, cst.Attribute)
         # A torch op usually has a 1:1 MLX op (a row in ops.toml); a library name needs a

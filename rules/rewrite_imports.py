@@ -46,10 +46,15 @@ class RewriteImports(Rule):
     description = "replace torch/library imports with mlx, numpy and support imports"
     order = 95
 
+    def visit_Module(self, node: cst.Module) -> None:
+        # Names ported transitively into a generated module beside this one: stem -> imports.
+        self._ported: dict[str, set[str]] = {}
+
     def leave_SimpleStatementLine(self, original_node, updated_node):  # type: ignore[no-untyped-def]
         kept = []
         for small in updated_node.body:
             if isinstance(small, (cst.Import, cst.ImportFrom)) and _root(small) not in _KEEP_ROOTS:
+                self._keep_ported(small)
                 self.applied()
                 continue
             kept.append(small)
@@ -71,6 +76,8 @@ class RewriteImports(Rule):
         names = sorted({n for names in self.ctx.support.values() for n in names})
         if names:
             lines.append(f"from .support import {', '.join(names)}")
+        for stem, bound in sorted(self._ported.items()):
+            lines.append(f"from .{stem} import {', '.join(sorted(bound))}")
         new = [cst.parse_statement(line + "\n") for line in lines]
         body = list(updated_node.body)
         at = 0
@@ -81,6 +88,21 @@ class RewriteImports(Rule):
         elif at == 0 and body:
             body[0] = body[0].with_changes(leading_lines=[])
         return updated_node.with_changes(body=[*body[:at], *new, *body[at:]])
+
+
+    def _keep_ported(self, node: cst.Import | cst.ImportFrom) -> None:
+        """An import of a name porter ported transitively becomes an import of its port."""
+        if not isinstance(node, cst.ImportFrom) or isinstance(node.names, cst.ImportStar):
+            return
+        for alias in node.names:
+            stem = self.ctx.transitive.get(self.qualified(alias.name) or "")
+            if stem is None:
+                continue
+            name = alias.name.value  # type: ignore[union-attr]
+            bound = alias.asname.name.value if alias.asname else name  # type: ignore[union-attr]
+            self._ported.setdefault(stem, set()).add(
+                name if bound == name else f"{name} as {bound}"
+            )
 
 
 def _is_header(stmt: cst.CSTNode) -> bool:
