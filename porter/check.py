@@ -94,7 +94,7 @@ def check(paths: Iterable[Path]) -> list[PortCheck]:
 
 
 def _check_one(folder: Path, command: str, on_disk: list[GeneratedFile]) -> PortCheck:
-    from porter.pipeline import render_files, rewrite
+    from porter.pipeline import generate
 
     result = PortCheck(folder, command)
     first = on_disk[0]
@@ -105,9 +105,8 @@ def _check_one(folder: Path, command: str, on_disk: list[GeneratedFile]) -> Port
         raise PorterError(
             f"the source recorded in the header cannot be found: {err}", f"{first.path}:1"
         ) from None
-    module, ctx = rewrite(source)
-    result.unported = len(ctx.findings)
-    expected = render_files(source, module, ctx, command, recorded.model_class, recorded.golden)
+    expected, ctx, library = generate(source, command, recorded.model_class, recorded.golden)
+    result.unported = sum(len(c.findings) for c in [ctx, *library])
     for generated in on_disk:
         name = generated.path.name
         if edited_by_hand(generated.text):
@@ -137,6 +136,11 @@ def _locate(spec: str):  # type: ignore[no-untyped-def]
 def _why(generated: GeneratedFile, source) -> str:  # type: ignore[no-untyped-def]
     from porter import __version__
 
+    if generated.header.source != source.display:  # a library module ported with the model
+        try:
+            source = _locate(generated.header.source)
+        except PorterError:
+            return f"its source {generated.header.source} is gone"
     if generated.header.sha256 != source.sha256:
         return f"the source changed: sha256 {generated.header.sha256[:12]} -> {source.sha256[:12]}"
     if generated.header.version != __version__:

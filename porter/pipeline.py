@@ -11,16 +11,15 @@ from pathlib import Path
 
 import libcst as cst
 
-from porter import __version__
+from porter import __version__, transitive
 from porter.engine import PortContext, discover_rules, run_rules
 from porter.errors import PorterError
 from porter.format import format_code
 from porter.header import edited_by_hand, read_header, seal
 from porter.locate import Source, locate
-from porter import transitive
 from porter.recipes import GoldenSpec
-from porter.rules._table import symbol_table
 from porter.render import render, render_snippet, snippet_order
+from porter.rules._table import symbol_table
 from porter.write import write_files
 
 
@@ -163,7 +162,11 @@ def render_files(
     files["support.py"] = render("support.py.j2", snippets=snippets, module=stem, **header)
     if model is not None:
         files["weights.py"] = render(
-            "weights.py.j2", module=stem, model_class=model, layout_plan="[]", **header
+            "weights.py.j2",
+            module=stem,
+            model_class=model,
+            layout_plan=repr(ctx.layout_plan),
+            **header,
         )
         files["__init__.py"] = render("package_init.py.j2", module=stem, exports=exports, **header)
     if model is not None and golden is not None:

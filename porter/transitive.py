@@ -229,11 +229,11 @@ def prune(module: cst.Module, keep: set[str]) -> cst.Module:
                 body.append(stmt)
         elif isinstance(stmt, cst.SimpleStatementLine):
             small = stmt.body[0]
-            if isinstance(small, (cst.Import, cst.ImportFrom)):
-                body.append(stmt)
-            elif i == 0 and isinstance(small, cst.Expr) and isinstance(small.value, cst.SimpleString):
-                body.append(stmt)
-            elif _assigned(small) & keep:
+            is_import = isinstance(small, (cst.Import, cst.ImportFrom))
+            is_docstring = (
+                i == 0 and isinstance(small, cst.Expr) and isinstance(small.value, cst.SimpleString)
+            )
+            if is_import or is_docstring or _assigned(small) & keep:
                 body.append(stmt)
     return module.with_changes(body=body)
 
