@@ -111,6 +111,10 @@ def _portable(name: str, root: str, symbols: dict[str, Any]) -> bool:
 
 
 def _is_model_code(module: str) -> bool:
+    """diffusers and transformers keep model code in known places; in any other package the
+    whole package is model code."""
+    if module.split(".")[0] not in ("diffusers", "transformers"):
+        return True
     return module.startswith(_MODEL_CODE) and not module.startswith(_NOT_MODEL_CODE)
 
 

@@ -24,7 +24,9 @@ import sys
 
 import libcst as cst
 
-from porter.engine import Rule
+from porter.engine import Rule, absolute_name
+
+from ._common import code
 
 _KEEP_ROOTS = set(sys.stdlib_module_names)
 
@@ -89,13 +91,15 @@ class RewriteImports(Rule):
             body[0] = body[0].with_changes(leading_lines=[])
         return updated_node.with_changes(body=[*body[:at], *new, *body[at:]])
 
-
     def _keep_ported(self, node: cst.Import | cst.ImportFrom) -> None:
         """An import of a name porter ported transitively becomes an import of its port."""
         if not isinstance(node, cst.ImportFrom) or isinstance(node.names, cst.ImportStar):
             return
+        module = "." * len(node.relative) + (code(node.module) if node.module else "")
         for alias in node.names:
-            stem = self.ctx.transitive.get(self.qualified(alias.name) or "")
+            name = code(alias.name)
+            qualified = f"{module}.{name}" if node.module else module + name
+            stem = self.ctx.transitive.get(absolute_name(qualified, self.ctx.source.package))
             if stem is None:
                 continue
             name = alias.name.value  # type: ignore[union-attr]
