@@ -64,10 +64,17 @@ class PortContext:
     resolutions: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     # Extra imports the generated module needs ("numpy", "types.SimpleNamespace", ...).
     imports: set[str] = field(default_factory=set)
+    # Rows for the weights' LAYOUT_PLAN (see porter.weights.KeyTransform), e.g. conv transposes.
+    layout_plan: list[dict] = field(default_factory=list)
     # Library names ported transitively: qualified name -> the generated module stem holding it.
     transitive: dict[str, str] = field(default_factory=dict)
     # The transitive port of the model's library code (porter.transitive.Plan), main file only.
     plan: Any = None
+    # The library modules ported with it, as (rewritten tree, context), main file only.
+    library: list[tuple[cst.Module, PortContext]] = field(default_factory=list)
+    # Qualified names of ported functions that return complex values, shared across the
+    # modules of one port so the complex-RoPE rule follows tables built in library code.
+    complex_returns: set[str] = field(default_factory=set)
     # Source lines each rule rewrote, by rule id: what `porter diff` annotates changed lines with.
     touched: dict[str, set[int]] = field(default_factory=dict)
     # id(node) -> (node, first line, last line in the source); holding the node keeps its id

@@ -185,7 +185,20 @@ def _top_level(tree: ast.Module) -> dict[str, ast.stmt]:
                     defs[target.id] = stmt
         elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
             defs[stmt.target.id] = stmt
+        elif isinstance(stmt, ast.If):  # `if is_torch_version(...): LayerNorm = nn.LayerNorm`
+            for name in _defined_in(stmt.body + stmt.orelse):
+                defs.setdefault(name, stmt)
     return defs
+
+
+def _defined_in(body: list[ast.stmt]) -> set[str]:
+    names: set[str] = set()
+    for stmt in body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(stmt.name)
+        elif isinstance(stmt, ast.Assign):
+            names |= {t.id for t in stmt.targets if isinstance(t, ast.Name)}
+    return names
 
 
 def _closure(lib: LibraryModule, name: str, symbols: dict[str, Any]) -> list[list[str]]:
@@ -239,6 +252,8 @@ def prune(module: cst.Module, keep: set[str]) -> cst.Module:
             )
             if is_import or is_docstring or _assigned(small) & keep:
                 body.append(stmt)
+        elif isinstance(stmt, cst.If) and _defined_in_if(stmt) & keep:
+            body.append(stmt)
     return module.with_changes(body=body)
 
 
@@ -248,3 +263,9 @@ def _assigned(small: cst.BaseSmallStatement) -> set[str]:
     if isinstance(small, cst.AnnAssign) and isinstance(small.target, cst.Name):
         return {small.target.value}
     return set()
+
+
+def _defined_in_if(stmt: cst.If) -> set[str]:
+    parsed = ast.parse(cst.Module([]).code_for_node(stmt)).body[0]
+    assert isinstance(parsed, ast.If)
+    return _defined_in(parsed.body + parsed.orelse)

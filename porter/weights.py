@@ -62,7 +62,8 @@ class KeyTransform:
     """One row of a layout plan: what to do with every tensor whose key matches ``pattern``.
 
     ``pattern`` is an ``fnmatch`` glob over the full key (``*`` also crosses dots), so
-    ``"*.proj.weight"`` matches ``"blocks.0.proj.weight"``. Exactly one action is set:
+    ``"*.proj.weight"`` matches ``"blocks.0.proj.weight"``; a leading ``*.`` also matches no
+    prefix at all, so the same row matches ``"proj.weight"`` of a top-level module. Exactly one action is set:
     ``transpose`` is a permutation of the tensor's axes (``(0, 2, 3, 1)`` turns a PyTorch
     ``[out, in, kh, kw]`` conv weight into MLX's ``[out, kh, kw, in]``), ``drop`` removes
     tensors the MLX module does not own, such as non-persistent buffers.
@@ -141,7 +142,9 @@ class LayoutPlan:
     def match(self, key: str) -> KeyTransform | None:
         """Return the first row whose pattern matches ``key``."""
         for row in self.transforms:
-            if fnmatchcase(key, row.pattern):
+            if fnmatchcase(key, row.pattern) or (
+                row.pattern.startswith("*.") and fnmatchcase(key, row.pattern[2:])
+            ):
                 return row
         return None
 

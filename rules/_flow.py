@@ -50,6 +50,7 @@ class Flow:
     attr_types: dict[str, dict[str, str]] = field(default_factory=dict)
     classes: set[str] = field(default_factory=set)
     by_node: dict[int, FunctionFacts] = field(default_factory=dict)
+    current: FunctionFacts | None = None
 
     # -- building ---------------------------------------------------------------------------
 
@@ -121,6 +122,7 @@ class Flow:
         return self.by_node.get(id(node))
 
     def tagged(self, expr: cst.BaseExpression, fn: FunctionFacts | None) -> bool:
+        self.current = fn  # the function a `source` callback is asked about
         if self.breaks(expr):
             return False
         if self.source(expr):
@@ -360,9 +362,32 @@ class FlowRule(Rule):
         self.flow.collect(node)
         self.flow.solve()
         self._functions: list[FunctionFacts | None] = []
+        self._branches: dict[str, tuple[dict[int, tuple], dict[str, list]]] = {}
 
     def tagged(self, expr: cst.BaseExpression) -> bool:
-        return self.flow.tagged(expr, self._functions[-1] if self._functions else None)
+        fn = self._functions[-1] if self._functions else None
+        if not self.flow.tagged(expr, fn):
+            return False
+        if isinstance(expr, cst.Name) and fn is not None and expr.value not in fn.params:
+            return self._reached(expr, fn)
+        return True
+
+    def _reached(self, use: cst.Name, fn: FunctionFacts) -> bool:
+        """Whether a tagged value can reach this use of a name: not when every assignment of a
+        tagged value sits in the other branch of an ``if`` that holds the use, as in
+        ``if real: x = a.float() ... else: x = view_as_complex(a)``."""
+        if fn.key not in self._branches:
+            self._branches[fn.key] = _branch_paths(fn.node)
+        uses, sites = self._branches[fn.key]
+        here = uses.get(id(use))
+        if here is None:  # a node the analysis did not see: stay with the function-wide answer
+            return True
+        tagged_sites = [
+            path
+            for path, value in sites.get(use.value, [])
+            if value is None or self.flow.tagged(value, fn)
+        ]
+        return not tagged_sites or any(not _exclusive(path, here) for path in tagged_sites)
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         self._functions.append(self.flow.function_for(node))
@@ -402,3 +427,54 @@ def _bound_names(fn: cst.FunctionDef) -> set[str]:
 
     fn.visit(Find())
     return found
+
+
+def _branch_paths(
+    fn: cst.FunctionDef,
+) -> tuple[dict[int, tuple], dict[str, list[tuple[tuple, cst.BaseExpression | None]]]]:
+    """For one function: the ``if`` branches around each name use (a path of (if, branch)
+    steps), and for each name the branch path and value of every assignment to it (value
+    None where it cannot be told, as in a tuple unpacked from a call)."""
+    uses: dict[int, tuple] = {}
+    sites: dict[str, list[tuple[tuple, cst.BaseExpression | None]]] = {}
+    path: list[tuple[int, int]] = []
+
+    class Walk(cst.CSTVisitor):
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            return node is fn
+
+        def visit_If(self, node: cst.If) -> bool:
+            node.test.visit(self)
+            path.append((id(node), 0))
+            node.body.visit(self)
+            path.pop()
+            if node.orelse is not None:
+                path.append((id(node), 1))
+                node.orelse.visit(self)
+                path.pop()
+            return False
+
+        def visit_Name(self, node: cst.Name) -> None:
+            uses[id(node)] = tuple(path)
+
+        def visit_Assign(self, node: cst.Assign) -> None:
+            for target in node.targets:
+                if isinstance(target.target, cst.Name):
+                    sites.setdefault(target.target.value, []).append((tuple(path), node.value))
+                elif isinstance(target.target, (cst.Tuple, cst.List)):
+                    for element in target.target.elements:
+                        if isinstance(element.value, cst.Name):
+                            sites.setdefault(element.value.value, []).append((tuple(path), None))
+
+    fn.visit(Walk())
+    return uses, sites
+
+
+def _exclusive(site: tuple, use: tuple) -> bool:
+    """Whether two branch paths part at the two branches of one ``if``."""
+    for (if_a, branch_a), (if_b, branch_b) in zip(site, use):
+        if if_a != if_b:
+            return False
+        if branch_a != branch_b:
+            return True
+    return False

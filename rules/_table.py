@@ -25,6 +25,10 @@ class OpRow:
     drop: frozenset[str] = frozenset()
     pack: str | None = None
     spread: bool = False
+    # The row applies only when these arguments are given as these literals (the arguments are
+    # then consumed), or only when these arguments are not given at all.
+    when: dict[str, object] = field(default_factory=dict)
+    unless: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -34,14 +38,41 @@ class OpTable:
     rows: dict[tuple[str, str], list[OpRow]]
     default_drop: frozenset[str]
 
-    def lookup(self, kind: str, key: str, nargs: int | None = None) -> OpRow | None:
+    def lookup(
+        self,
+        kind: str,
+        key: str,
+        nargs: int | None = None,
+        literals: dict[str, object] | None = None,
+    ) -> OpRow | None:
+        """The first row for ``key`` that fits the call.
+
+        ``literals`` maps each argument the call passes (by torch parameter name, or by
+        position as ``"#0"``, ``"#1"``...) to its literal value, or to ``...`` when it is not a
+        literal; it is what ``when`` and ``unless`` rows are checked against.
+        """
         rows = self.rows.get((kind, key), [])
         for row in rows:
+            if (row.when or row.unless) and not _fits(row, literals or {}):
+                continue
             if nargs is None or row.expr is None or row.params is None:
                 return row
             if len(row.params) == nargs:
                 return row
         return None
+
+
+def _fits(row: OpRow, literals: dict[str, object]) -> bool:
+    def given(param: str) -> object:
+        if param in literals:
+            return literals[param]
+        if row.params and param in row.params:
+            return literals.get(f"#{row.params.index(param)}", None)
+        return None
+
+    if any(given(p) is not None for p in row.unless):
+        return False
+    return all(given(p) == value for p, value in row.when.items())
 
 
 @cache
@@ -61,6 +92,8 @@ def op_table() -> OpTable:
                 drop=frozenset(raw.get("drop", [])),
                 pack=raw.get("pack"),
                 spread=bool(raw.get("spread", False)),
+                when=dict(raw.get("when", {})),
+                unless=frozenset(raw.get("unless", [])),
             )
             rows.setdefault((kind, row.key), []).append(row)
     return OpTable(
@@ -155,3 +188,10 @@ def _parenthesize(node: cst.BaseExpression) -> cst.BaseExpression:
     ):
         return node
     return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+
+
+@cache
+def torch_only_methods() -> frozenset[str]:
+    """torch.Tensor methods that mx.array lacks (tensor_methods.toml)."""
+    data = tomllib.loads((HERE / "tensor_methods.toml").read_text(encoding="utf-8"))
+    return frozenset(data["methods"])

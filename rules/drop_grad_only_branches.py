@@ -17,7 +17,8 @@ After::
 Fix safety: in an inference port ``torch.is_grad_enabled()`` is False, so gradient
 checkpointing branches are dead; checkpointing never changes forward values anyway. A
 ``hasattr(torch_module, ...)`` feature probe is True because the MLX port provides the
-feature. Only branches whose condition folds to a constant through ``and``/``or``/``not`` are
+feature; a library's ``is_torch_version(">=", v)`` probe is True (and ``"<"`` False) because
+the port stands for a current PyTorch. Only branches whose condition folds to a constant through ``and``/``or``/``not`` are
 removed.
 """
 
@@ -38,6 +39,17 @@ def _bool(value: bool) -> cst.Name:
     return cst.Name("True" if value else "False")
 
 
+def _version_probe(name: str | None, call: cst.Call) -> bool | None:
+    """``is_torch_version(">=", "2.1.0")``: the port stands for a current PyTorch, so a probe
+    for a newer version is True and one for an older version False."""
+    if name is None or not name.endswith(".is_torch_version") or not call.args:
+        return None
+    op = call.args[0].value
+    if not isinstance(op, cst.SimpleString):
+        return None
+    return {">=": True, ">": True, "<": False, "<=": False}.get(op.evaluated_value)
+
+
 class DropGradOnlyBranches(Rule):
     id = "drop-grad-only-branches"
     description = "fold torch.is_grad_enabled()/feature probes and drop the dead branches"
@@ -48,6 +60,10 @@ class DropGradOnlyBranches(Rule):
         if name in ("torch.is_grad_enabled", "torch.jit.is_scripting", "torch.jit.is_tracing"):
             self.applied()
             return _bool(False)
+        newer = _version_probe(name, original_node)
+        if newer is not None:
+            self.applied()
+            return _bool(newer)
         if (
             isinstance(original_node.func, cst.Name)
             and original_node.func.value == "hasattr"

@@ -13,13 +13,16 @@ After::
 Functions match by qualified name, so ``from torch import cat`` and ``torch.cat`` are one row.
 Methods match by name on any receiver that is not a module, ``self`` or a string literal.
 
-Fix safety: each row states a semantic equivalence; rows whose MLX call differs in edge cases
-(``chunk`` of an uneven size raises in ``mx.split`` instead of returning a short chunk) fail
-loudly rather than silently. Keywords in ``[defaults].drop`` (``device=`` and friends) carry
+Fix safety: each row states a semantic equivalence; where the MLX call differs in edge cases
+the row goes to a support snippet instead (``chunk`` of an uneven size, which ``mx.split``
+rejects). A ``when`` row fits only a literal argument (``approximate="tanh"``); a call no row
+fits is left as it is and marked, never mapped to a guess. Keywords in ``[defaults].drop`` (``device=`` and friends) carry
 no meaning in MLX, where memory is unified.
 """
 
 from __future__ import annotations
+
+import sys
 
 import libcst as cst
 
@@ -39,16 +42,20 @@ class MapOps(Rule):
         func = original_node.func
         name = self.imported(func)
         if name is not None:
-            row = table.lookup("function", name)
+            row = table.lookup("function", name, literals=_literals(updated_node))
             if row is not None:
                 return self._emit(row, None, updated_node)
+            if name in table.names:
+                return _plain_keywords(updated_node, table.default_drop)
             return updated_node
         if isinstance(func, cst.Attribute) and is_tensor_receiver(func.value):
             if self.imported(func.value) is not None:
                 return updated_node  # a module attribute such as os.path.split
             if updated_node.args and is_string(updated_node.args[0].value):
                 return updated_node  # str.split(".") and friends never take a tensor
-            row = table.lookup("method", func.attr.value, len(updated_node.args))
+            row = table.lookup(
+                "method", func.attr.value, len(updated_node.args), _literals(updated_node)
+            )
             if row is not None:
                 receiver = updated_node.func.value  # type: ignore[attr-defined]
                 return self._emit(row, receiver, updated_node)
@@ -86,9 +93,13 @@ class MapOps(Rule):
         node: cst.Call,
     ) -> cst.BaseExpression:
         table = op_table()
-        drop = table.default_drop | row.drop
+        drop = table.default_drop | row.drop | set(row.when)
         positional = [a for a in node.args if a.keyword is None]
         keywords = [a for a in node.args if a.keyword is not None]
+        if row.when and row.params:
+            # Arguments a `when` row matched on are spent: the MLX target has them built in.
+            spent = {row.params.index(p) for p in row.when if p in row.params}
+            positional = [a for i, a in enumerate(positional) if i not in spent]
         if row.expr is not None:
             mapping: dict[str, cst.BaseExpression] = {}
             if receiver is not None:
@@ -132,8 +143,31 @@ class MapOps(Rule):
             func = dotted(target)
             if receiver is not None:
                 args.insert(0, cst.Arg(value=receiver))
+            root = target.split(".")[0]
+            if root in sys.stdlib_module_names:  # logging.getLogger: the port imports logging
+                self.ctx.imports.add(f"import {root}")
         self.applied()
         return call(func, args)
+
+
+def _literals(node: cst.Call) -> dict[str, object]:
+    """Each argument of ``node``, by keyword or as ``"#i"``, with its literal value or ``...``."""
+    out: dict[str, object] = {}
+    for i, a in enumerate(x for x in node.args if x.keyword is None and not x.star):
+        out[f"#{i}"] = _literal(a.value)
+    for a in node.args:
+        if a.keyword is not None:
+            out[a.keyword.value] = _literal(a.value)
+    return out
+
+
+def _literal(node: cst.BaseExpression) -> object:
+    if isinstance(node, cst.SimpleString):
+        return node.evaluated_value
+    if isinstance(node, cst.Name) and node.value in ("True", "False"):
+        return node.value == "True"
+    value = int_value(node)
+    return value if value is not None else ...
 
 
 def _single_int(positional: list[cst.Arg]) -> bool:
@@ -141,3 +175,24 @@ def _single_int(positional: list[cst.Arg]) -> bool:
 
 
 RULE = MapOps
+
+
+# Keywords a name-only mapping (F.softmax -> mx.softmax) renames: MLX spells them this way
+# throughout.
+_PLAIN_RENAMES = {"dim": "axis", "keepdim": "keepdims"}
+
+
+def _plain_keywords(node: cst.Call, drop: frozenset[str]) -> cst.Call:
+    """A call whose callee maps by name alone keeps its arguments, with torch-only keywords
+    (device, inplace, ...) dropped and ``dim``/``keepdim`` spelled the MLX way."""
+    args = []
+    for arg in node.args:
+        key = arg.keyword.value if arg.keyword else None
+        if key in drop:
+            continue
+        if key in _PLAIN_RENAMES:
+            arg = arg.with_changes(keyword=cst.Name(_PLAIN_RENAMES[key]))
+        args.append(arg)
+    if args and len(args) < len(node.args):
+        args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    return node.with_changes(args=args)

@@ -18,8 +18,8 @@ import libcst as cst
 
 from porter.engine import MECHANICAL, NEEDS_REVIEW, Finding, Rule
 
-from ._common import code
-from ._table import mlx_outputs
+from ._common import code, is_tensor_receiver
+from ._table import mlx_outputs, torch_only_methods
 
 _ALLOWED_ROOTS = {"mlx", "numpy"} | set(sys.stdlib_module_names)
 _STATEMENTS = (
@@ -44,6 +44,27 @@ class MarkUnported(Rule):
         # Names the rules wrote: MLX targets share spellings with torch aliases (nn.Linear),
         # and support names shadow the library imports they replace, until rewrite_imports.
         self._ported = mlx_outputs() | {n for ns in self.ctx.support.values() for n in ns}
+
+    def visit_Call(self, node: cst.Call) -> None:
+        # A tensor method no rule rewrote and MLX arrays lack: kept, but never silently.
+        func = node.func
+        if not isinstance(func, cst.Attribute) or func.attr.value not in torch_only_methods():
+            return
+        receiver = func.value
+        if not is_tensor_receiver(receiver) or self.imported(receiver) is not None:
+            return
+        if isinstance(receiver, cst.Name) and receiver.value == "self":
+            return  # a method of the model's own class
+        line, method = self.ctx.line_of(node), f".{func.attr.value}("
+        if any(
+            f.line == line and f.rule != self.id and method in f.code for f in self.ctx.findings
+        ):
+            return  # an earlier rule already reported this call, with its reason
+        self.unported(
+            node,
+            f"Tensor.{func.attr.value}() has no MLX mapping (mx.array has no such method)",
+            MECHANICAL,
+        )
 
     def visit_Import(self, node: cst.Import) -> bool:
         return False

@@ -33,6 +33,10 @@ assignments, lists, ``self`` attributes, returns and call arguments across the m
 value multiplied by a complex one is complex too (so a ``freqs_cis`` passed in from outside is
 recognised).
 
+A complex table kept on ``self`` (``self.freqs_cis = ...``) becomes ``self._freqs_cis``: in
+torch a plain attribute is not in the state dict, and MLX keeps ``_``-named attributes out of
+a module's parameters, so strict weight loading sees the same keys on both sides.
+
 Fix safety: the pairing is interleaved (``view_as_complex`` semantics), never half-split. A
 complex operation porter has no real form for is kept and reported.
 """
@@ -41,13 +45,21 @@ from __future__ import annotations
 
 import libcst as cst
 
-from ._common import code, int_node, int_value, keyword, positional
+from ._common import code, int_node, int_value, keyword, positional, self_attr
 from ._flow import Flow, FlowRule
 
 _MAKERS = {"torch.polar", "torch.view_as_complex", "torch.complex"}
 _ENDS = {"torch.view_as_real", "torch.real", "torch.imag", "torch.abs", "torch.angle"}
 _COMPLEX_DTYPES = {"torch.complex64", "torch.complex128", "torch.cfloat", "torch.cdouble"}
 _CONCAT = {"torch.cat", "torch.concat", "torch.concatenate", "torch.stack"}
+# Blank tensors whose complex zero is a (0, 0) pair; ones_like would need (1, 0) and is not one.
+_BLANK = {"torch.zeros", "torch.empty"}
+_REAL_OF = {
+    "torch.complex64": "torch.float32",
+    "torch.cfloat": "torch.float32",
+    "torch.complex128": "torch.float64",
+    "torch.cdouble": "torch.float64",
+}
 # Methods whose result is complex when the receiver is.
 _KEEPS = {
     "unsqueeze",
@@ -92,7 +104,55 @@ class RewriteComplexRope(FlowRule):
         )
 
     def _makes_complex(self, expr: cst.BaseExpression) -> bool:
-        return isinstance(expr, cst.Call) and self.imported(expr.func) in _MAKERS
+        if not isinstance(expr, cst.Call):
+            return False
+        name = self.imported(expr.func)
+        if name in _BLANK:
+            return self._complex_dtype(expr)
+        return name in _MAKERS or name in self.ctx.complex_returns
+
+    def _complex_dtype(self, call: cst.Call) -> bool:
+        """``dtype=torch.complex64``, or ``dtype=t.dtype`` of a complex ``t``."""
+        dtype = keyword(call, "dtype")
+        if dtype is None:
+            return False
+        value = dtype.value
+        if self.imported(value) in _COMPLEX_DTYPES:
+            return True
+        return (
+            isinstance(value, cst.Attribute)
+            and value.attr.value == "dtype"
+            and self.flow.tagged(value.value, self.flow.current)
+        )
+
+    def _blank(self, node: cst.Call) -> cst.Call:
+        """``torch.zeros(b, n, d, dtype=complex)`` -> ``torch.zeros(b, n, d, 2, dtype=float)``."""
+        args = list(node.args)
+        positional = [i for i, a in enumerate(args) if a.keyword is None]
+        if not positional:
+            self.unported(node, "complex zeros without a shape")
+            return node
+        last = positional[-1]
+        if len(positional) == 1 and not isinstance(args[last].value, (cst.Integer, cst.Name)):
+            args[last] = args[last].with_changes(star="*")
+        args.insert(last + 1, cst.Arg(cst.Integer("2")))
+        args[last] = args[last].with_changes(
+            comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+        )
+        for i, a in enumerate(args):
+            if a.keyword is not None and a.keyword.value == "dtype":
+                real = _REAL_OF.get(self.imported(a.value) or "")
+                if real:
+                    args[i] = a.with_changes(value=cst.parse_expression(real))
+        self.applied()
+        return node.with_changes(args=args)
+
+    def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
+        # Module-level functions that return complex values, for the modules that import them.
+        for key, facts in self.flow.functions.items():
+            if facts.returns and facts.cls is None and facts.parent is None:
+                self.ctx.complex_returns.add(f"{self.ctx.source.module}.{key}")
+        return updated_node
 
     def _ends_complex(self, expr: cst.BaseExpression) -> bool:
         if isinstance(expr, cst.Call):
@@ -110,6 +170,14 @@ class RewriteComplexRope(FlowRule):
             return self._polar(original_node, updated_node)
         if name in _CONCAT and original_node.args and self.tagged(original_node.args[0].value):
             return self._shift_dim(updated_node, "dim", 1, stack=name == "torch.stack")
+        if name in _BLANK and self._complex_dtype(original_node):
+            return self._blank(updated_node)
+        if (
+            name == "torch.gather"
+            and original_node.args
+            and self.tagged(original_node.args[0].value)
+        ):
+            return self._gather(self._shift_dim(updated_node, "dim", 1))
         func = original_node.func
         if isinstance(func, cst.Attribute) and name is None and self.tagged(func.value):
             return self._method(func.attr.value, original_node, updated_node)
@@ -189,6 +257,13 @@ class RewriteComplexRope(FlowRule):
 
     def leave_Attribute(self, original_node, updated_node):  # type: ignore[no-untyped-def]
         attr = updated_node.attr.value
+        table = self_attr(original_node)
+        fn = self._functions[-1] if self._functions else None
+        if table and fn and fn.cls and table in self.flow.attrs.get(fn.cls, set()):
+            # A table kept on `self` is state, not a weight: torch keeps a plain attribute out
+            # of the state dict, and MLX leaves `_`-named attributes out of the parameters.
+            self.applied()
+            return updated_node.with_changes(attr=cst.Name(f"_{table}"))
         if self.is_callee(original_node) or attr not in ("shape", "ndim", "real", "imag"):
             return updated_node
         if not self.tagged(original_node.value):
@@ -258,6 +333,21 @@ class RewriteComplexRope(FlowRule):
         )
 
     # -- dim arithmetic ---------------------------------------------------------------------
+
+    def _gather(self, node: cst.Call) -> cst.Call:
+        """``torch.gather(table, dim, index)``: the index gains the pair axis, so both halves
+        of each complex entry are taken."""
+        args = list(node.args)
+        kw = keyword(node, "index")
+        pos = [i for i, a in enumerate(args) if a.keyword is None]
+        at = args.index(kw) if kw is not None else (pos[2] if len(pos) > 2 else None)
+        if at is None:
+            self.unported(node, "torch.gather on a complex tensor without an index argument")
+            return node
+        index = cst.parse_expression("_.unsqueeze(-1)").visit(_Fill(args[at].value))
+        args[at] = args[at].with_changes(value=index)
+        self.applied()
+        return node.with_changes(args=args)
 
     def _shift_dim(self, node: cst.Call, name: str, index: int, stack: bool = False) -> cst.Call:
         """Move a negative ``dim`` past the pair axis (positive dims are unchanged)."""

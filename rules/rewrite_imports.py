@@ -51,11 +51,14 @@ class RewriteImports(Rule):
     def visit_Module(self, node: cst.Module) -> None:
         # Names ported transitively into a generated module beside this one: stem -> imports.
         self._ported: dict[str, set[str]] = {}
+        self._numpy: set[str] = set()
 
     def leave_SimpleStatementLine(self, original_node, updated_node):  # type: ignore[no-untyped-def]
         kept = []
         for small in updated_node.body:
             if isinstance(small, (cst.Import, cst.ImportFrom)) and _root(small) not in _KEEP_ROOTS:
+                if _root(small) == "numpy":  # NumPy runs beside MLX; re-emitted with the rest
+                    self._numpy.add(code(small))
                 self._keep_ported(small)
                 self.applied()
                 continue
@@ -73,8 +76,9 @@ class RewriteImports(Rule):
             lines.append("import mlx.core as mx")
         if "nn" in used:
             lines.append("import mlx.nn as nn")
-        lines += sorted(i for i in self.ctx.imports if i.startswith("import "))
-        lines += sorted(i for i in self.ctx.imports if i.startswith("from "))
+        imports = self.ctx.imports | self._numpy
+        lines += sorted(i for i in imports if i.startswith("import "))
+        lines += sorted(i for i in imports if i.startswith("from "))
         names = sorted({n for names in self.ctx.support.values() for n in names})
         if names:
             lines.append(f"from .support import {', '.join(names)}")

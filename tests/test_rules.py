@@ -88,11 +88,11 @@ CASES = [
         """,
         """\
         import mlx.core as mx
-        from .support import split_sizes
+        from .support import chunk, split_sizes
 
 
         def f(x, n):
-            a, b = mx.split(mx.expand_dims(x, 1), 2, axis=2)
+            a, b = chunk(mx.expand_dims(x, 1), 2, axis=2)
             c = x.transpose(0, 2, 1).reshape(2, -1)
             d = mx.tile(x, (n, 1)).astype(mx.float32)
             e = split_sizes(x, [2, 3], axis=0)
@@ -248,6 +248,132 @@ CASES = [
         id="dropped-call-keeps-the-parentheses-of-a-multi-line-chain",
     ),
 ]
+
+
+CASES += [
+    pytest.param(
+        """\
+        import torch.nn.functional as F
+        from torch import nn
+
+
+        def f(x, mode):
+            act = nn.GELU(approximate="tanh")
+            return F.gelu(x, approximate="tanh"), F.gelu(x, "none"), F.gelu(x), act(x)
+        """,
+        """\
+        import mlx.nn as nn
+
+
+        def f(x, mode):
+            act = nn.GELU(approx="tanh")
+            return nn.gelu_approx(x), nn.gelu(x), nn.gelu(x), act(x)
+        """,
+        id="gelu-approximate-picks-the-row-by-literal",
+    ),
+    pytest.param(
+        """\
+        import torch
+
+
+        def f(x):
+            return x.repeat(2, 1), x.repeat_interleave(2, dim=0), torch.chunk(x, 3, dim=-1)
+        """,
+        """\
+        import mlx.core as mx
+        from .support import chunk
+
+
+        def f(x):
+            return mx.tile(x, (2, 1)), mx.repeat(x, 2, axis=0), chunk(x, 3, axis=-1)
+        """,
+        id="repeat-tiles-repeat-interleave-repeats-chunk-uses-snippet",
+    ),
+    pytest.param(
+        """\
+        import torch
+
+
+        def f(x, pos, n):
+            ids = torch.arange(n)
+            kept = pos.to(x.dtype)
+            literal = torch.arange(n).to(torch.bfloat16)
+            floats = torch.arange(n, dtype=torch.float32).to(x.dtype)
+            return ids.to(x.dtype), torch.arange(n).type_as(x), kept, literal, floats
+        """,
+        """\
+        import mlx.core as mx
+
+
+        def f(x, pos, n):
+            ids = mx.arange(n)
+            kept = pos.astype(x.dtype)
+            literal = mx.arange(n).astype(mx.bfloat16)
+            floats = mx.arange(n, dtype=mx.float32).astype(x.dtype)
+            return ids.astype(mx.float32), mx.arange(n).astype(mx.float32), kept, literal, floats
+        """,
+        id="integer-positions-cast-to-float32-not-the-model-dtype",
+    ),
+    pytest.param(
+        """\
+        import torch.nn.functional as F
+        from torch import nn
+
+
+        class Net(nn.Module):
+            def __init__(self, c):
+                super().__init__()
+                self.norm = nn.GroupNorm(2, c, eps=1e-3)
+                self.proj = nn.Conv2d(c, c, kernel_size=1)
+
+            def forward(self, q, k, v):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        """,
+        """\
+        import mlx.nn as nn
+        from .support import Conv2d, GroupNorm, scaled_dot_product_attention
+
+
+        class Net(nn.Module):
+            def __init__(self, c):
+                super().__init__()
+                self.norm = GroupNorm(2, c, eps=1e-3)
+                self.proj = Conv2d(c, c, kernel_size=1)
+
+            def __call__(self, q, k, v):
+                return scaled_dot_product_attention(q, k, v, is_causal=True)
+        """,
+        id="group-norm-conv-sdpa-use-channels-first-snippets",
+    ),
+]
+
+
+def test_conv_weights_get_layout_plan_rows_and_unnamed_convs_are_marked() -> None:
+    source = Source(
+        path=Path("/virtual/model.py"),
+        module="pkg.model",
+        text=textwrap.dedent(
+            """\
+            from torch import nn
+
+
+            class Net(nn.Module):
+                def __init__(self, c):
+                    super().__init__()
+                    self.stem = nn.Conv1d(c, c, 3)
+                    self.body = nn.Sequential(nn.SiLU(), nn.Conv2d(c, c, 3))
+                    self.heads = nn.ModuleList([nn.Conv2d(c, c, 1) for _ in range(2)])
+                    convs = [nn.Conv2d(c, c, 1)]
+            """
+        ),
+    )
+    _, ctx = rewrite(source)
+    assert ctx.layout_plan == [
+        {"pattern": "*.stem.weight", "transpose": [0, 2, 1]},
+        {"pattern": "*.body.1.weight", "transpose": [0, 2, 3, 1]},
+        {"pattern": "*.heads.*.weight", "transpose": [0, 2, 3, 1]},
+    ]
+    assert [(f.rule, f.line) for f in ctx.findings] == [("plan-conv-layouts", 10)]
 
 
 @pytest.mark.parametrize(("before", "after"), CASES)

@@ -112,10 +112,13 @@ def test_snippets_present():
         "attention",
         "chunk",
         "complex_mul",
+        "conv",
         "dispatch_attention",
+        "group_norm",
         "model_output",
         "pad_sequence",
         "rms_norm",
+        "sdpa",
         "sequential",
         "split_sizes",
         "unbind",
@@ -558,3 +561,101 @@ def test_base_output_skips_none_fields_like_diffusers():
     out, ref = Pair(second="kept"), RefPair(second="kept")
     assert out.to_tuple() == ref.to_tuple() == ("kept",)
     assert out[0] == ref[0] == "kept"
+
+
+# --- scaled_dot_product_attention ----------------------------------------------------------
+
+
+def _sdpa_inputs(q_len: int, kv_heads: int = H, lead: tuple[int, ...] = (B,)):
+    return [
+        randn(*lead, H, q_len, D, seed=60, scale=2.0),
+        randn(*lead, kv_heads, L, D, seed=61, scale=2.0),
+        randn(*lead, kv_heads, L, D, seed=62),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "q_len", "kv_heads", "lead"),
+    [
+        pytest.param({}, L, H, (B,), id="default-scale"),
+        pytest.param({"attn_mask": padding_mask(L)[:, None, None, :]}, 3, H, (B,), id="bool"),
+        pytest.param({"attn_mask": randn(L, L, seed=63, scale=2.0)}, L, H, (B,), id="float-2d"),
+        pytest.param({"is_causal": True}, L, H, (B,), id="causal"),
+        pytest.param({"is_causal": True}, 3, H, (B,), id="causal-top-left"),
+        pytest.param({"scale": 0.3}, L, H, (), id="3d-scale"),
+        pytest.param({"enable_gqa": True}, L, 2, (B,), id="gqa"),
+    ],
+)
+def test_sdpa_matches_torch(kwargs, q_len, kv_heads, lead):
+    fn = load("sdpa")["scaled_dot_product_attention"]
+    qkv = _sdpa_inputs(q_len, kv_heads, lead)
+    ref = torch.nn.functional.scaled_dot_product_attention(*qkv, **kwargs)
+    mx_kwargs = {k: to_mx(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    err, scale = max_err(fn(*map(to_mx, qkv), **mx_kwargs), ref)
+    print(f"scaled_dot_product_attention {sorted(kwargs)}: max abs err {err:.3g}")
+    # float32; softmax and matmul order differ between the kernels.
+    assert err <= 1e-5 * scale
+
+
+# --- GroupNorm -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "groups", "affine"),
+    [
+        pytest.param((2, 6, 5), 3, True, id="NCL"),
+        pytest.param((2, 8, 3, 4), 2, True, id="NCHW"),
+        pytest.param((1, 4, 7), 4, False, id="no-affine"),
+    ],
+)
+def test_group_norm_matches_torch(shape, groups, affine):
+    ns = load("group_norm")
+    ref_norm = torch.nn.GroupNorm(groups, shape[1], eps=1e-3, affine=affine)
+    randomize(ref_norm, seed=70)
+    norm = ns["GroupNorm"](groups, shape[1], eps=1e-3, affine=affine)
+    load_torch_weights(norm, ref_norm)
+    x = randn(*shape, seed=71, scale=3.0) + 1
+    with torch.no_grad():
+        err, scale = max_err(norm(to_mx(x)), ref_norm(x))
+    print(f"GroupNorm {shape} groups={groups}: max abs err {err:.3g}")
+    assert err <= 1e-5 * scale
+
+
+def test_mlx_group_norm_is_channels_last():
+    """Why the snippet exists: mlx.nn.GroupNorm on torch's NCHW input is wrong."""
+    x = randn(2, 8, 3, 4, seed=72)
+    ref = torch.nn.functional.group_norm(x, 2)
+    out = mnn.GroupNorm(2, 8, affine=False, pytorch_compatible=True)(to_mx(x))
+    assert max_err(out, ref)[0] > 1e-2
+
+
+# --- Conv1d / Conv2d -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "args", "kwargs", "shape"),
+    [
+        pytest.param("Conv2d", (4, 6, 1), {}, (2, 4, 5, 7), id="2d-1x1"),
+        pytest.param("Conv2d", (4, 6, 3), {"padding": 1}, (2, 4, 5, 7), id="2d-3x3"),
+        pytest.param(
+            "Conv2d", (4, 4, (3, 2)), {"stride": 2, "groups": 2}, (1, 4, 9, 8), id="2d-groups"
+        ),
+        pytest.param("Conv2d", (4, 6, 4), {"padding": "same"}, (1, 4, 6, 6), id="2d-same-even"),
+        pytest.param("Conv1d", (3, 5, 3), {"dilation": 2, "bias": False}, (2, 3, 12), id="1d"),
+    ],
+)
+def test_conv_matches_torch(cls, args, kwargs, shape):
+    ref_conv = getattr(torch.nn, cls)(*args, **kwargs)
+    randomize(ref_conv, seed=80)
+    conv = load("conv")[cls](*args, **kwargs)
+    # MLX layout [out, *kernel, in]: the transpose LAYOUT_PLAN makes convert-weights apply.
+    weights = [
+        (k, to_mx(v.permute(0, *range(2, v.ndim), 1) if k == "weight" else v))
+        for k, v in ref_conv.state_dict().items()
+    ]
+    conv.load_weights(weights, strict=True)
+    x = randn(*shape, seed=81)
+    with torch.no_grad():
+        err, scale = max_err(conv(to_mx(x)), ref_conv(x))
+    print(f"{cls} {args} {kwargs}: max abs err {err:.3g}")
+    assert err <= 1e-5 * scale

@@ -635,3 +635,12 @@ def test_zimage_save_pretrained_round_trips_every_key(
     assert main(["convert-weights", str(tmp_path / "transformer"), "-o", str(dst)]) == 0
 
     _assert_same_checkpoint(dst, state)
+
+
+def test_plan_leading_star_dot_also_matches_a_top_level_key() -> None:
+    # The rows plan_conv_layouts writes serve a conv on the model itself and nested at any depth.
+    plan = LayoutPlan.coerce([{"pattern": "*.proj.weight", "transpose": [0, 2, 3, 1]}])
+    assert plan.match("proj.weight") is not None
+    assert plan.match("blocks.0.proj.weight") is not None
+    assert plan.match("out_proj.weight") is None
+    assert plan.match("blocks.0.out_proj.weight") is None

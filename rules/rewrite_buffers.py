@@ -1,0 +1,109 @@
+"""rewrite_buffers: registered buffers become plain attributes with the same state-dict role.
+
+Before::
+
+    self.register_buffer("pos", table)                     # in the state dict
+    self.register_buffer("inv_freq", freqs, persistent=False)  # not in it
+    ...
+    return x + self.pos, x * self.inv_freq
+
+After::
+
+    self.pos = table
+    self._inv_freq = freqs
+    ...
+    return x + self.pos, x * self._inv_freq
+
+Fix safety: an MLX module's parameters are its array attributes, except those whose name
+starts with ``_``. A persistent buffer is in torch's state dict, so it stays a public
+attribute and loads with the weights; a non-persistent one is not, so it takes a leading
+``_`` everywhere in its class and strict loading sees the same keys on both sides. A buffer
+whose name or ``persistent`` flag is not a literal is kept and reported.
+"""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from porter.engine import NEEDS_REVIEW, Rule
+
+from ._common import keyword, self_attr
+
+
+def _buffer_call(node: cst.BaseExpression) -> cst.Call | None:
+    if (
+        isinstance(node, cst.Call)
+        and isinstance(node.func, cst.Attribute)
+        and node.func.attr.value == "register_buffer"
+        and isinstance(node.func.value, cst.Name)
+        and node.func.value.value == "self"
+    ):
+        return node
+    return None
+
+
+def _literal_name(call: cst.Call) -> str | None:
+    first = call.args[0].value if call.args else None
+    if isinstance(first, cst.SimpleString) and isinstance(first.evaluated_value, str):
+        return first.evaluated_value
+    return None
+
+
+def _persistent(call: cst.Call) -> bool | None:
+    flag = keyword(call, "persistent")
+    if flag is None and len(call.args) > 2 and call.args[2].keyword is None:
+        flag = call.args[2]
+    if flag is None:
+        return True
+    if isinstance(flag.value, cst.Name) and flag.value.value in ("True", "False"):
+        return flag.value.value == "True"
+    return None
+
+
+class RewriteBuffers(Rule):
+    id = "rewrite-buffers"
+    description = "self.register_buffer(...) -> an attribute (non-persistent ones named _x)"
+    order = 56
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        hidden: set[str] = set()
+
+        class Find(cst.CSTVisitor):
+            def visit_Call(self, call: cst.Call) -> None:
+                if _buffer_call(call) and _persistent(call) is False:
+                    name = _literal_name(call)
+                    if name:
+                        hidden.add(name)
+
+        node.visit(Find())
+        self._hidden = getattr(self, "_hidden", [])
+        self._hidden.append(hidden)
+
+    def leave_ClassDef(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        self._hidden.pop()
+        return updated_node
+
+    def leave_Attribute(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        name = self_attr(original_node)
+        if name and getattr(self, "_hidden", None) and name in self._hidden[-1]:
+            self.applied()
+            return updated_node.with_changes(attr=cst.Name(f"_{name}"))
+        return updated_node
+
+    def leave_Expr(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        call = _buffer_call(updated_node.value)
+        if call is None:
+            return updated_node
+        name, persistent = _literal_name(call), _persistent(call)
+        if name is None or persistent is None or len(call.args) < 2:
+            self.unported(
+                original_node, "register_buffer with a non-literal name or flag", NEEDS_REVIEW
+            )
+            return updated_node
+        value = call.args[1].value
+        target = cst.Attribute(cst.Name("self"), cst.Name(name if persistent else f"_{name}"))
+        self.applied()
+        return cst.Assign(targets=[cst.AssignTarget(target)], value=value)
+
+
+RULE = RewriteBuffers
