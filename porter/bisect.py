@@ -683,6 +683,18 @@ def _strict_load_error(
     return PorterError("strict weight load failed: " + "; ".join(parts))
 
 
+def _check_plot_path(path: Path) -> None:
+    """Raise unless ``--plot`` names a file matplotlib can draw (by its suffix) in a folder."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        known = ", ".join(f".{name}" for name in sorted(formats))
+        raise PorterError(f"--plot wants an image file, such as .png ({known})", str(path))
+    if not path.parent.is_dir():
+        raise PorterError("--plot: no such folder", str(path.parent))
+
+
 def _cmd_bisect(args: argparse.Namespace) -> int:
     from porter.recipes import recipes
 
@@ -697,8 +709,7 @@ def _cmd_bisect(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise PorterError("--plot needs matplotlib: pip install 'porter[plot]'") from None
-        if not Path(args.plot).parent.is_dir():
-            raise PorterError("--plot: no such folder", str(Path(args.plot).parent))
+        _check_plot_path(Path(args.plot))
     try:
         from porter.golden import build_pair, case_inputs
 

@@ -1,11 +1,14 @@
 """`porter check [PATH ...]`: re-run every port recorded in the headers of generated files.
 
 Each generated file's header names the command that wrote it. `check` groups files by folder
-and command, ports again in memory (nothing is written), and compares: a file that would
-change, one that was edited by hand (its content hash no longer matches the header's seal), one
-porter no longer generates, and one that is missing are each reported on a line, followed by
-the exact command that refreshes the folder. The exit status is 0 when everything is up to
-date, 1 when anything would change, 2 on bad input.
+and command (a port is every generated file in its folder that records the same command, so
+checking one file checks its whole port), ports again in memory (nothing is written), and
+compares: a file that would change, one that was edited by hand (its content hash no longer
+matches the header's seal, or the seal is gone), one porter no longer generates, one that is
+missing and one that another port or no port wrote are each reported on a line, followed by
+the exact command that refreshes the folder. A port that cannot be checked is reported on a
+line too and the others are still checked. The exit status is 0 when everything is up to
+date, 1 when anything would change, 2 on bad input or when any port could not be checked.
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from porter.errors import PorterError
 from porter.header import Header, edited_by_hand, read_header
+
+if TYPE_CHECKING:
+    from porter.locate import Source
 
 # Folders never searched for generated files.
 _SKIP_DIRS = {".git", "__pycache__", "node_modules", "build", "dist"}
@@ -41,6 +48,8 @@ class PortCheck:
     hand_edited: bool = False
     refresh: str = ""
     unported: int = 0  # constructs the port leaves unported now
+    files: int = 0  # generated files of this port found in the folder
+    error: str = ""  # `where: error: why` when the port could not be checked
 
 
 def find_generated(paths: Iterable[Path]) -> list[GeneratedFile]:
@@ -85,26 +94,41 @@ def _read(path: Path) -> GeneratedFile | None:
 
 
 def check(paths: Iterable[Path]) -> list[PortCheck]:
-    """Compare every recorded port under ``paths`` with what porter generates now."""
-    groups: dict[tuple[Path, str], list[GeneratedFile]] = {}
+    """Compare every recorded port under ``paths`` with what porter generates now.
+
+    A port that cannot be checked (its source is gone, its command unreadable) comes back with
+    ``error`` set; the other ports are still checked.
+    """
+    groups: dict[tuple[Path, str], dict[Path, GeneratedFile]] = {}
     for generated in find_generated(paths):
         key = (generated.path.parent, generated.header.command)
-        groups.setdefault(key, []).append(generated)
-    return [_check_one(folder, command, files) for (folder, command), files in groups.items()]
+        groups.setdefault(key, {})[generated.path] = generated
+    results = []
+    for (folder, command), found in groups.items():
+        for sibling in _same_port(folder, command):
+            found.setdefault(sibling.path, sibling)
+        on_disk = [found[path] for path in sorted(found)]
+        try:
+            results.append(_check_one(folder, command, on_disk))
+        except PorterError as err:
+            line = f"{err.where or on_disk[0].path}: error: {err.message}"
+            results.append(PortCheck(folder, command, files=len(on_disk), error=line))
+    return results
+
+
+def _same_port(folder: Path, command: str) -> list[GeneratedFile]:
+    """The generated files directly in ``folder`` whose header records ``command``."""
+    found = (_read(path) for path in sorted(folder.glob("*.py")) if path.is_file())
+    return [g for g in found if g is not None and g.header.command == command]
 
 
 def _check_one(folder: Path, command: str, on_disk: list[GeneratedFile]) -> PortCheck:
     from porter.pipeline import generate
 
-    result = PortCheck(folder, command)
+    result = PortCheck(folder, command, files=len(on_disk))
     first = on_disk[0]
     recorded = parse_port_command(command, f"{first.path}:2")
-    try:
-        source = _locate(recorded.spec)
-    except PorterError as err:
-        raise PorterError(
-            f"the source recorded in the header cannot be found: {err}", f"{first.path}:1"
-        ) from None
+    source = _locate_recorded(recorded, folder, on_disk)
     expected, ctx, library = generate(source, command, recorded.model_class, recorded.golden)
     result.unported = sum(len(c.findings) for c in [ctx, *library])
     for generated in on_disk:
@@ -121,16 +145,80 @@ def _check_one(folder: Path, command: str, on_disk: list[GeneratedFile]) -> Port
         if name not in present and not (folder / name).exists():
             result.problems.append(f"{folder / name}: missing")
         elif name not in present:
-            result.problems.append(f"{folder / name}: exists but was not written by porter")
+            result.problems.append(f"{folder / name}: {_foreign(folder / name)}")
             result.hand_edited = True
-    result.refresh = refresh_command(recorded, folder, force=result.hand_edited)
+    result.refresh = refresh_command(recorded, folder, force=result.hand_edited, source=source)
     return result
+
+
+def _foreign(path: Path) -> str:
+    """Why ``path``, which the port would write, is not part of it."""
+    generated = _read(path)
+    if generated is None:
+        return "exists but was not written by porter"
+    return f"written by another port (`{generated.header.command}`)"
 
 
 def _locate(spec: str):  # type: ignore[no-untyped-def]
     from porter.locate import locate
 
     return locate(spec)
+
+
+def _locate_recorded(recorded: RecordedPort, folder: Path, on_disk: list[GeneratedFile]) -> Source:
+    """The source a recorded port was made from, wherever ``porter check`` runs.
+
+    A relative path in the command is resolved against the folder the port ran in (inferred
+    from a relative ``-o``), then the header's absolute path of the source, then the current
+    folder.
+    """
+    error: PorterError | None = None
+    for spec in _candidate_specs(recorded, folder, on_disk):
+        try:
+            return _locate(spec)
+        except PorterError as err:
+            error = err
+    raise PorterError(
+        f"the source recorded in the header cannot be found: {error}", f"{on_disk[0].path}:1"
+    )
+
+
+def _candidate_specs(
+    recorded: RecordedPort, folder: Path, on_disk: list[GeneratedFile]
+) -> list[str]:
+    """Where to look for the recorded source, most trustworthy first; the spec as recorded
+    comes last, and its error is the one shown when none is found."""
+    spec = recorded.spec
+    if not _is_relative_path(spec):
+        return [spec]
+    candidates = []
+    target = recorded.output or recorded.recipe_outdir
+    origin = _strip(folder.resolve(), target) if target is not None else None
+    if origin is not None:
+        candidates.append(str(origin / spec))
+    name = Path(spec).name
+    for generated in on_disk:
+        path = Path(generated.header.source)
+        if path.is_absolute() and path.name == name and str(path) not in candidates:
+            candidates.append(str(path))
+    return [*candidates, spec]
+
+
+def _is_relative_path(spec: str) -> bool:
+    looks_like_path = spec.endswith(".py") or "/" in spec or "\\" in spec
+    return looks_like_path and not Path(spec).is_absolute()
+
+
+def _strip(absolute: Path, relative: str) -> Path | None:
+    """The folder that ``relative`` was taken from if it names ``absolute``, else None."""
+    rel = Path(relative)
+    if rel.is_absolute() or ".." in rel.parts:
+        return None
+    if not rel.parts:
+        return absolute
+    if absolute.parts[-len(rel.parts) :] != rel.parts:
+        return None
+    return absolute.parents[len(rel.parts) - 1]
 
 
 def _why(generated: GeneratedFile, source) -> str:  # type: ignore[no-untyped-def]
@@ -188,18 +276,55 @@ def parse_port_command(command: str, where: str) -> RecordedPort:
     )
 
 
-def refresh_command(recorded: RecordedPort, folder: Path, force: bool) -> str:
-    """The command that rewrites ``folder``: the recorded one when it targets that folder from
-    here, else the same port with ``-o FOLDER``."""
-    target = recorded.output or recorded.recipe_outdir
-    if target is not None and Path(target).resolve() == folder.resolve():
-        argv = list(recorded.argv)
-    else:
-        source = recorded.argv[2]
-        argv = ["porter", "port", source, "-o", _relative(folder)]
+def refresh_command(
+    recorded: RecordedPort,
+    folder: Path,
+    force: bool,
+    source: Source | None = None,
+) -> str:
+    """The command that rewrites ``folder`` from here: the recorded one, behind a ``cd`` to the
+    folder it ran in when it holds relative paths and that folder is not this one.
+
+    Only where that folder cannot be inferred is it the same port with ``-o FOLDER``; the
+    headers then record another command, so it needs ``--force``.
+    """
+    argv = list(recorded.argv)
+    origin = _origin(recorded, folder, source.path if source is not None else None)
+    if origin is None:
+        spec = recorded.argv[2]
+        if _is_relative_path(spec) and source is not None:
+            spec = str(source.path)
+        argv = ["porter", "port", spec, "-o", _relative(folder)]
+        force = True
     if force:
         argv.append("--force")
-    return shlex.join(argv)
+    if origin is None or origin == Path.cwd().resolve():
+        return shlex.join(argv)
+    return f"cd {shlex.quote(str(origin))} && {shlex.join(argv)}"
+
+
+def _origin(recorded: RecordedPort, folder: Path, source: Path | None) -> Path | None:
+    """The folder the recorded command ran in, as far as its relative paths tell: this one when
+    it has none, None when it cannot be told."""
+    target = recorded.output or recorded.recipe_outdir
+    relative_target = target is not None and not Path(target).is_absolute()
+    relative_spec = _is_relative_path(recorded.spec)
+    if not relative_target and not relative_spec:
+        return Path.cwd().resolve()
+    guesses = []
+    if relative_target:
+        guesses.append(_strip(folder.resolve(), str(target)))
+    if relative_spec and source is not None:
+        guesses.append(_strip(source, recorded.spec))
+    for origin in guesses:
+        if origin is None:
+            continue
+        if relative_target and (origin / str(target)).resolve() != folder.resolve():
+            continue
+        if relative_spec and (source is None or (origin / recorded.spec).resolve() != source):
+            continue
+        return origin
+    return None
 
 
 def _relative(folder: Path) -> str:
@@ -210,18 +335,26 @@ def _relative(folder: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``porter check``: print what differs per port, then one summary line."""
     paths = [Path(p) for p in args.paths] or [Path("generated")]
-    files = len(find_generated(paths))
     results = check(paths)
+    files = sum(r.files for r in results)
+    failed = [r for r in results if r.error]
     stale = [r for r in results if r.problems]
-    for r in stale:
+    for r in results:
+        if r.error:
+            print(r.error)
         for problem in r.problems:
             print(problem)
-        print(f"refresh with: {r.refresh}")
+        if r.problems:
+            print(f"refresh with: {r.refresh}")
     unported = [r for r in results if r.unported]
     if args.strict:
         for r in unported:
             print(f"{r.folder}: `{r.command}` leaves {r.unported} constructs unported")
+    if failed:
+        print(f"porter check: {len(failed)} of {len(results)} ports could not be checked")
+        return 2
     if stale:
         print(f"porter check: {len(stale)} of {len(results)} ports out of date")
         return 1

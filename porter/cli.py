@@ -27,6 +27,10 @@ def _cmd_port(args: argparse.Namespace) -> int:
     from porter.recipes import recipes
     from porter.report import build_report, write_report
 
+    if args.output is not None and not args.output.strip():
+        raise PorterError("-o: the output folder is empty; pass a folder")
+    if args.report:
+        check_report_path(Path(args.report))
     spec, outdir, model_class, golden = args.source, args.output, None, None
     recipe = recipes().get(spec)
     if recipe is not None:
@@ -46,6 +50,8 @@ def _cmd_port(args: argparse.Namespace) -> int:
         golden=golden,
         force=args.force,
     )
+    for path in result.removed:
+        print(f"porter: removed {path} (this port no longer generates it)", file=sys.stderr)
     report = build_report(result.source, result.ctx, result.written, result.library)
     if args.report:
         write_report(report, Path(args.report))
@@ -61,6 +67,16 @@ def _cmd_port(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def check_report_path(path: Path) -> None:
+    """Raise unless ``--report`` names a .md or .json file in an existing folder."""
+    if path.suffix not in (".md", ".markdown", ".json"):
+        raise PorterError("--report wants a .md or .json file", str(path))
+    if path.is_dir():
+        raise PorterError("--report: is a folder, not a file", str(path))
+    if not path.parent.is_dir():
+        raise PorterError("--report: no such folder", str(path.parent))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument(
         "--force",
         action="store_true",
-        help="overwrite files in OUTDIR that were edited by hand or not written by porter",
+        help=(
+            "overwrite files in OUTDIR that were edited by hand, written by another port, or "
+            "not written by porter"
+        ),
     )
     pp.add_argument(
         "--report",
@@ -131,17 +150,24 @@ def build_parser() -> argparse.ArgumentParser:
     from porter.diff import add_parser as add_diff
 
     add_diff(sub)
+    from porter.coverage import add_parser as add_coverage
+
+    add_coverage(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one porter command; bad input is one ``porter: error:`` line and exit status 2."""
     logging.basicConfig(level=logging.WARNING, format="porter: %(message)s", stream=sys.stderr)
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except PorterError as err:
         print(f"porter: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("porter: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

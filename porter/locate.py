@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,13 +35,34 @@ class Source:
 
 
 def _read(path: Path, module: str) -> Source:
+    """The source text of ``path``, decoded as Python does: a BOM or a PEP 263 coding line."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise PorterError(f"not UTF-8 text ({err.reason})", f"{path}:1") from None
+        data = path.read_bytes()
     except OSError as err:
         raise PorterError(f"cannot read file: {err.strerror}", str(path)) from None
+    bad_cookie = None
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError as err:
+        # Undecodable first lines land here too; decoding as UTF-8 below finds the line.
+        encoding, bad_cookie = "utf-8", err.msg
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as err:
+        what = "not UTF-8 text" if encoding.startswith("utf-8") else f"not {encoding} text"
+        where = f"{path}:{_line_of(data, err.start)}"
+        raise PorterError(f"{what} ({err.reason})", where) from None
+    if bad_cookie is not None:
+        raise PorterError(bad_cookie, f"{path}:{_line_of(data, data.find(b'coding'))}")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise PorterError("contains a NUL byte; not Python source", f"{path}:{_line_of(data, nul)}")
     return Source(path=path, module=module, text=text)
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    """The 1-based line of byte ``offset`` in ``data`` (line 1 when the offset is unknown)."""
+    return data.count(b"\n", 0, max(offset, 0)) + 1
 
 
 def _module_name_for(path: Path) -> str:
@@ -61,6 +84,8 @@ def locate(spec: str) -> Source:
     looks_like_path = spec.endswith(".py") or "/" in spec or "\\" in spec
     if looks_like_path or Path(spec).is_file():
         path = Path(spec)
+        if path.exists() and not path.is_file():
+            raise PorterError("not a regular file; pass a .py file", spec)
         if not path.is_file():
             raise PorterError("no such file; pass a .py path or a dotted module name", spec)
         return _read(path.resolve(), _module_name_for(path.resolve()))

@@ -6,6 +6,7 @@ Each stage lives in its own module; this one only strings them together.
 from __future__ import annotations
 
 import ast
+import keyword
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,8 @@ class PortResult:
     written: list[Path]
     # One context per library module ported transitively, in file order.
     library: list[PortContext] = field(default_factory=list)
+    # Files an earlier run of the same command wrote that this port no longer generates.
+    removed: list[Path] = field(default_factory=list)
 
 
 def parse(source: Source) -> cst.Module:
@@ -38,7 +41,8 @@ def parse(source: Source) -> cst.Module:
     try:
         compile(source.text, str(source.path), "exec", flags=ast.PyCF_ONLY_AST)
     except SyntaxError as err:
-        raise PorterError(f"syntax error: {err.msg}", f"{source.path}:{err.lineno}") from None
+        where = f"{source.path}:{err.lineno or 1}"
+        raise PorterError(f"syntax error: {err.msg}", where) from None
     try:
         return cst.parse_module(source.text)
     except cst.ParserSyntaxError as err:
@@ -58,15 +62,23 @@ def port(
 ) -> PortResult:
     """Port ``spec`` into ``outdir``. With ``strict``, nothing is written if anything is left
     unported. With ``golden`` (a recipe's cases), the package gets a golden test too. A file
-    in ``outdir`` that porter did not write, or that was edited since, is only overwritten
-    with ``force``."""
+    in ``outdir`` that porter did not write, that another port wrote, or that was edited
+    since, is only overwritten with ``force``; a source file never is. Files an earlier run of
+    ``command`` wrote that this port no longer generates are removed."""
+    if outdir.exists() and not outdir.is_dir():
+        raise PorterError("output path is a file, not a folder", str(outdir))
     source = locate(spec)
     files, ctx, library = generate(source, command, model_class, golden)
     if strict and any(c.findings for c in [ctx, *library]):
         return PortResult(source, ctx, files, [], library)
+    refuse_to_overwrite_sources(outdir, files, [source.path, *(c.source.path for c in library)])
     if not force:
-        refuse_to_clobber(outdir, files)
-    return PortResult(source, ctx, files, write_files(outdir, files), library)
+        refuse_to_clobber(outdir, files, command)
+    stale = stale_files(outdir, files, command, force)
+    written = write_files(outdir, files)
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return PortResult(source, ctx, files, written, library, stale)
 
 
 def generate(
@@ -78,25 +90,56 @@ def generate(
     """Every file of the port, in memory: the model, the library code it needs, support,
     weights, package and golden test; with the contexts the rules reported through."""
     module, ctx = rewrite(source)
-    library = [rewrite_library(lib, ctx.transitive) for lib in ctx.plan.ordered()]
-    files = render_files(source, module, ctx, command, model_class, golden, library)
-    return files, ctx, [c for _, c in library]
+    files = render_files(source, module, ctx, command, model_class, golden, ctx.library)
+    return files, ctx, [c for _, c in ctx.library]
 
 
-def refuse_to_clobber(outdir: Path, files: dict[str, str]) -> None:
-    """Raise if writing ``files`` would replace a hand-edited or foreign file in ``outdir``."""
+def refuse_to_overwrite_sources(outdir: Path, files: dict[str, str], sources: list[Path]) -> None:
+    """Raise if an output path is one of the files being ported (``--force`` or not)."""
+    protected = {path.resolve() for path in sources}
+    for name in files:
+        if (outdir / name).resolve() in protected:
+            raise PorterError(
+                "this output would overwrite the source being ported; pick another -o folder",
+                str(outdir / name),
+            )
+
+
+def refuse_to_clobber(outdir: Path, files: dict[str, str], command: str) -> None:
+    """Raise if writing ``files`` would replace a hand-edited or foreign file in ``outdir``, or
+    one that another port (a different recorded command) wrote."""
     for name in files:
         target = outdir / name
         if not target.is_file():
             continue
         text = target.read_text(encoding="utf-8", errors="replace")
-        if read_header(text) is None:
+        header = read_header(text)
+        if header is None:
             why = "exists and was not written by porter"
+        elif header.command != command:
+            why = f"was written by another port (`{header.command}`)"
         elif edited_by_hand(text):
             why = "was edited by hand since porter wrote it (its content hash does not match)"
         else:
             continue
         raise PorterError(f"{why}; not overwriting it (pass --force to overwrite)", str(target))
+
+
+def stale_files(outdir: Path, files: dict[str, str], command: str, force: bool) -> list[Path]:
+    """Files in ``outdir`` that ``command`` wrote earlier but no longer generates: sealed and
+    intact, or with ``force`` also edited by hand since."""
+    if not outdir.is_dir():
+        return []
+    stale = []
+    for path in sorted(outdir.glob("*.py")):
+        if path.name in files or not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        header = read_header(text)
+        ours = header is not None and header.command == command
+        if ours and (force or not edited_by_hand(text)):
+            stale.append(path)
+    return stale
 
 
 def rewrite(source: Source) -> tuple[cst.Module, PortContext]:
@@ -111,24 +154,43 @@ def rewrite(source: Source) -> tuple[cst.Module, PortContext]:
     ctx.transitive = dict(ctx.plan.targets)
     for name, stem in ctx.transitive.items():
         ctx.resolutions[name] = ("ported transitively", f"{stem}.py", "its source, ported")
+    # Library modules first: what they return (complex tables) informs the model's rules.
+    ctx.library = [rewrite_library(lib, ctx) for lib in ctx.plan.ordered()]
     return run_rules(module, ctx, discover_rules()), ctx
 
 
 def rewrite_library(
-    lib: transitive.LibraryModule, targets: dict[str, str]
+    lib: transitive.LibraryModule, main: PortContext
 ) -> tuple[cst.Module, PortContext]:
     """One library module, pruned to the definitions the port needs, through the rules."""
     module = parse(lib.source)
     ctx = PortContext(lib.source)
-    ctx.transitive = targets
+    ctx.transitive = main.transitive
+    ctx.complex_returns = main.complex_returns  # shared: each module adds what it returns
     ctx.record_source(module)
     for snippet, name in lib.support:
         ctx.need(snippet, name)
     return run_rules(transitive.prune(module, lib.keep), ctx, discover_rules()), ctx
 
 
+# Names of the files porter adds beside the model module; a model module never takes one.
+_OWN_STEMS = {"support", "weights", "__init__"}
+
+
 def _stem(source: Source) -> str:
-    return source.path.stem if source.path.name != "__init__.py" else source.path.parent.name
+    """The name of the generated model module: the source's file name (its package's for an
+    ``__init__.py``), made a valid identifier that none of porter's own files use.
+
+    ``my-model.py`` gives ``my_model``, ``1mlp.py`` ``_1mlp``, ``class.py`` ``_class`` and
+    ``support.py`` ``support_model``.
+    """
+    raw = source.path.stem if source.path.name != "__init__.py" else source.path.parent.name
+    stem = "".join(c if f"_{c}".isidentifier() else "_" for c in raw) or "_"
+    if stem[0].isdigit() or keyword.iskeyword(stem):
+        stem = f"_{stem}"
+    if stem in _OWN_STEMS or stem.startswith("test_golden_"):
+        stem = f"{stem}_model"
+    return stem
 
 
 def render_files(

@@ -129,20 +129,25 @@ def test_bad_paths_are_one_line_errors(ported, capsys, make, message) -> None:
     assert len(err.strip().splitlines()) == 1 and message in err
 
 
-def test_a_header_whose_source_is_gone_is_a_one_line_error(ported, capsys) -> None:
+def test_a_port_that_cannot_be_checked_is_a_problem_line_and_the_others_still_run(
+    tmp_path, ported, capsys
+) -> None:
     _, out = ported
-    init = out / "__init__.py"
-    text = init.read_text()
-    header = read_header(text)
-    assert header is not None
-    init.write_text(text.replace(header.command, "porter port no_such_package.models.thing"))
-    code, _, err = run(["check", str(init)], capsys)
-    assert code == 2
-    assert err.strip() == (
-        f"porter: error: {init}:1: the source recorded in the header cannot be found: "
-        "no_such_package.models.thing: module 'no_such_package' is not installed; pip install "
-        "it first"
+    other = tmp_path / "other.py"
+    other.write_text(GATE)
+    broken = tmp_path / "broken"
+    assert run(["port", str(other), "-o", str(broken)], capsys)[0] == 0
+    other.unlink()
+
+    code, stdout, err = run(["check", str(broken), str(out)], capsys)
+    assert code == 2 and err == ""
+    lines = stdout.splitlines()
+    assert lines[0] == (
+        f"{broken / '__init__.py'}:1: error: the source recorded in the header cannot be found: "
+        f"{other}: no such file; pass a .py path or a dotted module name"
     )
+    assert lines[-1] == "porter check: 1 of 2 ports could not be checked"
+    assert not any(str(out) in line for line in lines)  # the good port was checked: no problem
 
 
 def test_strict_check_fails_while_anything_is_unported(tmp_path, capsys) -> None:
@@ -153,3 +158,102 @@ def test_strict_check_fails_while_anything_is_unported(tmp_path, capsys) -> None
     assert run(["check", str(out)], capsys)[0] == 0
     code, stdout, _ = run(["check", "--strict", str(out)], capsys)
     assert code == 1 and "leaves 1 constructs unported" in stdout
+
+
+def test_checking_one_file_checks_its_whole_port(ported, capsys) -> None:
+    _, out = ported
+    code, stdout, _ = run(["check", str(out / "gate.py")], capsys)
+    assert code == 0, stdout
+    assert "porter check: 4 files from 1 ports up to date" in stdout
+    (out / "weights.py").write_text((out / "weights.py").read_text() + "x = 1\n")
+    code, stdout, _ = run(["check", str(out / "gate.py")], capsys)
+    assert code == 1 and f"{out / 'weights.py'}: edited by hand" in stdout
+
+
+def test_a_second_port_into_the_same_folder_is_refused(ported, tmp_path, capsys) -> None:
+    _, out = ported
+    other = tmp_path / "mlp.py"
+    other.write_text(GATE.replace("Gate", "MLP"))
+    before = {p.name: p.read_text() for p in out.iterdir()}
+    code, stdout, err = run(["port", str(other), "-o", str(out)], capsys)
+    first = shlex.join(["porter", "port", str(tmp_path / "gate.py"), "-o", str(out)])
+    assert code == 2 and stdout == ""
+    assert err.strip() == (
+        f"porter: error: {out / 'support.py'}: was written by another port (`{first}`); "
+        "not overwriting it (pass --force to overwrite)"
+    )
+    assert {p.name: p.read_text() for p in out.iterdir()} == before  # nothing written
+
+    assert run(["port", str(other), "-o", str(out), "--force"], capsys)[0] == 0
+    code, stdout, _ = run(["check", str(out / "gate.py")], capsys)
+    assert code == 1
+    assert f"{out / 'support.py'}: written by another port (`" in stdout
+    assert "not written by porter" not in stdout
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda lines: lines.pop(2), id="deleted"),
+        pytest.param(lambda lines: lines.__setitem__(2, lines[2][:-3]), id="truncated"),
+        pytest.param(
+            lambda lines: lines.__setitem__(2, "# porter-content-sha256: x"), id="garbled"
+        ),
+    ],
+)
+def test_a_damaged_seal_is_a_hand_edit(ported, capsys, damage) -> None:
+    src, out = ported
+    target = out / "gate.py"
+    lines = target.read_text().split("\n")
+    damage(lines)
+    target.write_text("\n".join(lines))
+    assert edited_by_hand(target.read_text())
+
+    code, stdout, _ = run(["check", str(out)], capsys)
+    assert code == 1 and f"{target}: edited by hand" in stdout
+    code, _, err = run(["port", str(src), "-o", str(out)], capsys)
+    assert code == 2 and "was edited by hand" in err
+
+
+def test_a_file_the_port_no_longer_generates_is_removed(tmp_path, capsys) -> None:
+    src = tmp_path / "gate.py"
+    src.write_text(GATE)
+    out = tmp_path / "out"
+    assert run(["port", str(src), "-o", str(out)], capsys)[0] == 0
+    (out / "notes.py").write_text("# a user's own file\n")
+    src.write_text("import torch\n\n\ndef gate(x):\n    return torch.tanh(x)\n")
+    code, stdout, _ = run(["check", str(out)], capsys)
+    assert code == 1 and f"{out / 'weights.py'}: porter no longer generates this file" in stdout
+
+    code, _, err = run(["port", str(src), "-o", str(out)], capsys)
+    assert code == 0
+    assert f"porter: removed {out / 'weights.py'} (this port no longer generates it)" in err
+    assert sorted(p.name for p in out.iterdir()) == ["gate.py", "notes.py", "support.py"]
+    assert run(["check", str(out)], capsys)[0] == 0
+
+
+def test_check_from_another_folder_finds_a_port_made_with_relative_paths(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "gate.py").write_text(GATE)
+    monkeypatch.chdir(work)
+    assert run(["port", "gate.py", "-o", "out"], capsys)[0] == 0
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, stdout, _ = run(["check", str(work / "out")], capsys)
+    assert code == 0, stdout
+
+    (work / "gate.py").write_text(GATE.replace("torch.tanh", "torch.sigmoid"))
+    code, stdout, _ = run(["check", str(work / "out")], capsys)
+    assert code == 1
+    refresh = f"cd {shlex.quote(str(work))} && porter port gate.py -o out"
+    assert stdout.splitlines()[-2] == f"refresh with: {refresh}"
+    # The printed command, run where it says, brings the folder in line and keeps the headers.
+    monkeypatch.chdir(work)
+    assert run(["port", "gate.py", "-o", "out"], capsys)[0] == 0
+    monkeypatch.chdir(elsewhere)
+    assert run(["check", str(work / "out")], capsys)[0] == 0
