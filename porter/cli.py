@@ -17,9 +17,35 @@ log = logging.getLogger("porter")
 def _cmd_convert_weights(args: argparse.Namespace) -> int:
     from porter.weights import convert_weights
 
-    report = convert_weights(Path(args.src), Path(args.output), dtype=args.dtype)
+    plan = read_layout_plan(Path(args.port)) if args.port else None
+    report = convert_weights(Path(args.src), Path(args.output), dtype=args.dtype, plan=plan)
     print(report.summary())
     return 0
+
+
+def read_layout_plan(port: Path) -> list:
+    """The ``LAYOUT_PLAN`` a port's ``weights.py`` declares, read as a literal (not imported)."""
+    import ast
+
+    weights = port / "weights.py"
+    try:
+        tree = ast.parse(weights.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise PorterError(
+            f"cannot read the port's weights.py: {err.strerror}", str(weights)
+        ) from None
+    except SyntaxError as err:
+        raise PorterError(f"syntax error: {err.msg}", f"{weights}:{err.lineno or 1}") from None
+    for stmt in tree.body:
+        target = getattr(stmt, "target", None) or (getattr(stmt, "targets", None) or [None])[0]
+        if isinstance(target, ast.Name) and target.id == "LAYOUT_PLAN" and stmt.value is not None:
+            try:
+                return ast.literal_eval(stmt.value)
+            except ValueError:
+                raise PorterError(
+                    "LAYOUT_PLAN is not a literal", f"{weights}:{stmt.lineno}"
+                ) from None
+    raise PorterError("no LAYOUT_PLAN here; is this a folder porter wrote?", str(weights))
 
 
 def _cmd_port(args: argparse.Namespace) -> int:
@@ -127,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Convert a diffusers checkpoint folder (config.json with one *.safetensors file, or "
             "sharded files with their .index.json) or a single safetensors file into one "
             "safetensors file that the generated model loads with load_weights(strict=True).\n\n"
-            "example: porter convert-weights ./zimage-transformer -o zimage.safetensors"
+            "examples:\n"
+            "  porter convert-weights ./zimage-transformer -o zimage.safetensors\n"
+            "  porter convert-weights ./sd3-transformer -o sd3.safetensors --port generated/sd3"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -138,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["keep", "float32", "bfloat16", "float16"],
         default="keep",
         help="cast floating-point weights (default: keep the checkpoint's dtype)",
+    )
+    cw.add_argument(
+        "--port",
+        metavar="DIR",
+        help="apply the LAYOUT_PLAN of the port in DIR (convolution weights to MLX's layout)",
     )
     cw.set_defaults(func=_cmd_convert_weights)
 

@@ -451,3 +451,33 @@ def test_conv_layout_plan_end_to_end(tmp_path: Path, cls: str, shape) -> None:
     net.load_weights(str(tmp_path / "mlx.safetensors"), strict=True)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(14))
     _err(f"{cls} NC* in, NC* out", torch_net(x), net(_mx(x)), 1e-5)
+
+
+def test_convert_weights_command_applies_the_ports_layout_plan(tmp_path: Path, capsys) -> None:
+    """The command-line path a user takes: `porter convert-weights SRC -o DST --port DIR`."""
+    from porter.cli import main
+
+    source = CONV.split("class Net1d")[0]
+    tm, mm, _ = _port_and_import(tmp_path, "conv", source)
+    torch_net = tm.Net(4)
+    _randomize(torch_net, 21)
+    save_file(torch_net.state_dict(), str(tmp_path / "torch.safetensors"))
+    argv = ["convert-weights", str(tmp_path / "torch.safetensors"), "-o"]
+    assert main([*argv, str(tmp_path / "mlx.safetensors"), "--port", str(tmp_path / "conv")]) == 0
+    assert "transposed 3" in capsys.readouterr().out
+    net = mm.Net(4)
+    net.load_weights(str(tmp_path / "mlx.safetensors"), strict=True)
+    x = torch.randn(2, 4, 9, 7, generator=torch.Generator().manual_seed(22))
+    _err("Net via the convert-weights command", torch_net(x), net(_mx(x)), 1e-5)
+
+    # Without --port the torch layout is kept and the strict load fails on the first conv.
+    assert main([*argv, str(tmp_path / "raw.safetensors")]) == 0
+    with pytest.raises(ValueError):
+        mm.Net(4).load_weights(str(tmp_path / "raw.safetensors"), strict=True)
+    capsys.readouterr()
+    assert main([*argv, str(tmp_path / "x.safetensors"), "--port", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"porter: error: {tmp_path / 'weights.py'}: cannot read the port's weights.py: No such file or directory"
+    )
