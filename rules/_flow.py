@@ -213,6 +213,10 @@ class Flow:
     def tuple_index_tagged(self, expr: cst.BaseExpression, index: int, fn: FunctionFacts) -> bool:
         if isinstance(expr, cst.Tuple) and index < len(expr.elements):
             return self.tagged(expr.elements[index].value, fn)
+        if isinstance(expr, cst.IfExp):  # a, b = f() if cond else (x, y)
+            return self.tuple_index_tagged(expr.body, index, fn) or self.tuple_index_tagged(
+                expr.orelse, index, fn
+            )
         if isinstance(expr, cst.Call):
             callee = self.resolve_call(expr, fn)
             if callee is not None:

@@ -18,7 +18,8 @@ Fix safety: in an inference port ``torch.is_grad_enabled()`` is False, so gradie
 checkpointing branches are dead; checkpointing never changes forward values anyway. A
 ``hasattr(torch_module, ...)`` feature probe is True because the MLX port provides the
 feature; a library's ``is_torch_version(">=", v)`` probe is True (and ``"<"`` False) because
-the port stands for a current PyTorch. Only branches whose condition folds to a constant through ``and``/``or``/``not`` are
+the port stands for a current PyTorch. Probes for CUDA, MPS, NPU, XLA and xformers are
+False: an MLX port runs on none of them. Only branches whose condition folds to a constant through ``and``/``or``/``not`` are
 removed.
 """
 
@@ -37,6 +38,16 @@ def _const(node: cst.BaseExpression) -> bool | None:
 
 def _bool(value: bool) -> cst.Name:
     return cst.Name("True" if value else "False")
+
+
+# Probes for torch backends and kernels an MLX port never has: they answer False.
+_BACKEND_PROBES = {"torch.cuda.is_available", "torch.backends.mps.is_available"}
+_LIBRARY_PROBES = (
+    ".is_torch_npu_available",
+    ".is_torch_xla_available",
+    ".is_xformers_available",
+    ".is_torch_npu_available",
+)
 
 
 def _version_probe(name: str | None, call: cst.Call) -> bool | None:
@@ -58,6 +69,9 @@ class DropGradOnlyBranches(Rule):
     def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.BaseExpression:
         name = self.imported(original_node.func)
         if name in ("torch.is_grad_enabled", "torch.jit.is_scripting", "torch.jit.is_tracing"):
+            self.applied()
+            return _bool(False)
+        if name is not None and (name in _BACKEND_PROBES or name.endswith(_LIBRARY_PROBES)):
             self.applied()
             return _bool(False)
         newer = _version_probe(name, original_node)

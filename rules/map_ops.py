@@ -23,6 +23,7 @@ no meaning in MLX, where memory is unified.
 from __future__ import annotations
 
 import sys
+from functools import cache
 
 import libcst as cst
 
@@ -59,11 +60,17 @@ class MapOps(Rule):
             if row is not None:
                 receiver = updated_node.func.value  # type: ignore[attr-defined]
                 return self._emit(row, receiver, updated_node)
+            if func.attr.value in _array_methods():  # x.any(dim=1) -> x.any(axis=1)
+                return _plain_keywords(updated_node, table.default_drop)
         return updated_node
 
     def leave_Attribute(
         self, original_node: cst.Attribute, updated_node: cst.Attribute
     ) -> cst.BaseExpression:
+        reduced = _reduction_field(updated_node)
+        if reduced is not None:
+            self.applied()
+            return reduced
         name = self.imported(original_node)
         table = op_table()
         if name is not None and name in table.names:
@@ -196,3 +203,29 @@ def _plain_keywords(node: cst.Call, drop: frozenset[str]) -> cst.Call:
     if args and len(args) < len(node.args):
         args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
     return node.with_changes(args=args)
+
+
+@cache
+def _array_methods() -> frozenset[str]:
+    """Methods of mx.array: a torch method of the same name keeps its arguments."""
+    import mlx.core as mx
+
+    return frozenset(name for name in dir(mx.array) if not name.startswith("_"))
+
+
+def _reduction_field(node: cst.Attribute) -> cst.BaseExpression | None:
+    """``x.max(dim=1).values`` -> ``x.max(axis=1)``, ``.indices`` -> ``x.argmax(axis=1)``.
+
+    torch's max and min along a dim return (values, indices); MLX's return the values, and
+    argmax/argmin the indices.
+    """
+    call = node.value
+    field = node.attr.value
+    if field not in ("values", "indices") or not isinstance(call, cst.Call) or not call.args:
+        return None
+    func = call.func
+    if not isinstance(func, cst.Attribute) or func.attr.value not in ("max", "min"):
+        return None
+    if field == "values":
+        return call
+    return call.with_changes(func=func.with_changes(attr=cst.Name(f"arg{func.attr.value}")))

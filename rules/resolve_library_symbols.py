@@ -135,6 +135,21 @@ class ResolveLibrarySymbols(Rule):
             return self.ctx.need(snippet, name)
         return cst.parse_expression(sym.target)
 
+    def leave_SimpleStatementLine(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        # `deprecate("x", "1.0", "...")` on a line of its own: a dropped call, a dropped line.
+        small = original_node.body[0]
+        if (
+            len(original_node.body) == 1
+            and isinstance(small, cst.Expr)
+            and isinstance(small.value, cst.Call)
+        ):
+            sym = self._symbol(small.value.func)
+            if sym and sym.action == "drop":
+                self._resolved(sym)
+                self.applied()
+                return cst.RemoveFromParent()
+        return updated_node
+
     def leave_ImportFrom(self, original_node: cst.ImportFrom, updated_node: cst.ImportFrom):  # type: ignore[no-untyped-def]
         # Import statements are rewritten as a whole by rewrite_imports; keep names as they were.
         return original_node

@@ -77,7 +77,7 @@ def test_tensor_methods_mlx_lacks_are_marked(tmp_path) -> None:
 
 
             def f(x, mask, names):
-                y = x.masked_fill(mask, 0.0).clamp(min=0.1)
+                y = x.masked_fill(mask, 0.0).addcmul(x, x)
                 parts = names.split(".")
                 return y.reshape(-1), parts
             """
@@ -85,7 +85,7 @@ def test_tensor_methods_mlx_lacks_are_marked(tmp_path) -> None:
     )
     result = port(str(src), tmp_path / "out", command="t")
     messages = sorted(f.message.split(" ")[0] for f in result.ctx.findings)
-    # masked_fill and clamp are flagged; reshape (an mx.array method) and str.split are not.
-    assert messages == ["Tensor.clamp()", "Tensor.masked_fill()"]
+    # masked_fill and addcmul are flagged; reshape (an mx.array method) and str.split are not.
+    assert messages == ["Tensor.addcmul()", "Tensor.masked_fill()"]
     assert all(f.confidence == "mechanical" for f in result.ctx.findings)
-    assert "# XXX(porter unported, mark-unported): Tensor.clamp()" in result.files["meth.py"]
+    assert "# XXX(porter unported, mark-unported): Tensor.addcmul()" in result.files["meth.py"]

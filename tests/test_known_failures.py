@@ -181,7 +181,7 @@ GELU_RUNTIME = """
 import torch.nn.functional as F
 
 
-def gelu(x, approximate):
+def activate(x, approximate):
     return F.gelu(x, approximate=approximate)
 """
 
@@ -197,11 +197,15 @@ def test_gelu_tanh_approximation(tmp_path: Path) -> None:
         _err(f"GELU {label}", ref, out, 1e-6, absolute=True)
 
 
-def test_gelu_runtime_approximate_is_marked(tmp_path: Path) -> None:
-    # Which MLX function applies depends on a value porter cannot see: marked, not guessed.
-    _, _, result = _port_and_import(tmp_path, "gelu_rt", GELU_RUNTIME, findings=True)
-    assert [f.rule for f in result.ctx.findings] == ["mark-unported"]
-    assert "# XXX(porter unported, mark-unported)" in _code(tmp_path, "gelu_rt")
+def test_gelu_runtime_approximate_dispatches_like_torch(tmp_path: Path) -> None:
+    # Which form applies depends on a value known only at run time: the support gelu takes it.
+    tm, mm, _ = _port_and_import(tmp_path, "gelu_rt", GELU_RUNTIME)
+    assert "gelu(x, approximate=approximate)" in _code(tmp_path, "gelu_rt")
+    x = torch.linspace(-6, 6, 241)
+    for approximate in ("none", "tanh"):
+        ref = tm.activate(x, approximate)
+        out = mm.activate(_mx(x), approximate)
+        _err(f"GELU approximate={approximate!r} at run time", ref, out, 1e-6, absolute=True)
 
 
 # 4. scaled_dot_product_attention: a hand port forgets the default scale 1/sqrt(head_dim),

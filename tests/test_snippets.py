@@ -21,6 +21,7 @@ from diffusers.models.attention_processor import Attention as TorchAttention
 from diffusers.models.modeling_outputs import Transformer2DModelOutput as TorchOutput
 from diffusers.models.normalization import RMSNorm as TorchRMSNorm
 from diffusers.utils import BaseOutput
+from mlx.utils import tree_flatten
 
 SNIPPETS = Path(__file__).resolve().parents[1] / "templates" / "snippets"
 ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(SNIPPETS), keep_trailing_newline=True)
@@ -367,20 +368,37 @@ def test_attention_passes_processor_kwargs():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        pytest.param({"added_kv_proj_dim": 8}, id="added-kv"),
         pytest.param({"cross_attention_norm": "layer_norm"}, id="cross-norm"),
         pytest.param({"norm_num_groups": 4}, id="group-norm"),
         pytest.param({"spatial_norm_dim": 4}, id="spatial-norm"),
         pytest.param({"residual_connection": True}, id="residual"),
         pytest.param({"rescale_output_factor": 2.0}, id="rescale"),
         pytest.param({"pre_only": True}, id="pre-only"),
-        pytest.param({"context_pre_only": False}, id="context-pre-only"),
         pytest.param({"qk_norm": "l2"}, id="l2-qk-norm"),
     ],
 )
 def test_attention_rejects_unsupported_options(kwargs):
     with pytest.raises(NotImplementedError, match=next(iter(kwargs))):
         load("attention")["Attention"](DIM, heads=4, dim_head=8, **kwargs)
+
+
+@pytest.mark.parametrize("context_pre_only", [False, True, None])
+def test_joint_attention_has_diffusers_parameter_names(context_pre_only):
+    """added_kv_proj_dim / context_pre_only build the second stream under diffusers' names."""
+    kwargs = {
+        "heads": 4,
+        "dim_head": 8,
+        "added_kv_proj_dim": DIM,
+        "context_pre_only": context_pre_only,
+        "qk_norm": "rms_norm",
+        "bias": True,
+        "out_dim": DIM,
+    }
+    torch_attn = TorchAttention(DIM, **kwargs)
+    mlx_attn = load("attention")["Attention"](DIM, **kwargs)
+    expected = {k: tuple(v.shape) for k, v in torch_attn.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tree_flatten(mlx_attn.parameters())}
+    assert got == expected
 
 
 # --- tensor helpers ------------------------------------------------------------------------
