@@ -22,10 +22,12 @@ import argparse
 import hashlib
 import importlib.metadata
 import importlib.util
+import itertools
 import json
 import os
 import re
 import shlex
+import signal
 import sys
 import time
 import traceback
@@ -325,7 +327,15 @@ def _warm_up() -> None:
     discover_rules()
 
 
-def port_one(target: Target, outdir: str | None) -> FileResult:
+class PortTimeout(Exception):
+    """A port that ran past ``--timeout``: recorded as a crash where porter was at the time."""
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise PortTimeout("the port ran past --timeout")
+
+
+def port_one(target: Target, outdir: str | None, timeout: int = 0) -> FileResult:
     """Port ``target`` in memory as ``porter port`` does (the library code it needs included),
     write it into ``outdir``/<module> if given, and check the outputs."""
     from porter.locate import locate
@@ -335,6 +345,9 @@ def port_one(target: Target, outdir: str | None) -> FileResult:
     start = time.perf_counter()
     lines = 0
     result = FileResult(target.file, target.spec, 0, 0.0, "ok", "")
+    if timeout:
+        signal.signal(signal.SIGALRM, _alarm)
+        signal.alarm(timeout)
     try:
         source = locate(target.spec)
         lines = len(source.text.splitlines())
@@ -366,6 +379,8 @@ def port_one(target: Target, outdir: str | None) -> FileResult:
         result.status = "crash"
         message = str(err).splitlines()[0] if str(err) else ""
         result.crash = {"type": type(err).__name__, "message": message, "where": _where(err)}
+    finally:
+        signal.alarm(0)
     if result.status != "ok":
         text = f"{result.status}: {result.error or result.crash}"
         result.digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -405,11 +420,20 @@ def _where(err: BaseException) -> str:
 
     folders = [Path(__file__).resolve().parent]
     folders += [Path(p).resolve() for p in (*porter.rules.__path__, *porter.templates.__path__)]
+    # An error LibCST raises about what a rule returned surfaces in the engine's loop over the
+    # rules: name the rule that was running.
+    rule = ""
+    frames = [frame for frame, _ in traceback.walk_tb(err.__traceback__)]
+    for frame, inner in itertools.pairwise(frames):
+        rule_cls = frame.f_locals.get("rule_cls")
+        in_libcst = "libcst" in Path(inner.f_code.co_filename).parts
+        if in_libcst and isinstance(getattr(rule_cls, "id", None), str):
+            rule = f" (rule {rule_cls.id})"
     for frame in reversed(traceback.extract_tb(err.__traceback__)):
         path = Path(frame.filename).resolve()
         for folder in folders:
             if path.is_relative_to(folder):
-                return f"{path.relative_to(folder.parent).as_posix()}:{frame.lineno}"
+                return f"{path.relative_to(folder.parent).as_posix()}:{frame.lineno}{rule}"
     return "outside porter"
 
 
@@ -417,16 +441,21 @@ def _where(err: BaseException) -> str:
 
 
 def run_coverage(
-    packages: list[str], jobs: int = 2, outdir: str | None = None, progress: bool = False
+    packages: list[str],
+    jobs: int = 2,
+    outdir: str | None = None,
+    progress: bool = False,
+    timeout: int = 0,
 ) -> Coverage:
-    """Port every file of ``packages`` with ``jobs`` worker processes."""
+    """Port every file of ``packages`` with ``jobs`` worker processes; a file that takes more
+    than ``timeout`` seconds (0: no limit) is recorded as a crash."""
     todo = targets(packages)
     start = time.perf_counter()
     # Largest files first, so a long port does not start last and hold up the end.
     order = sorted(todo, key=lambda t: -Path(t.path).stat().st_size)
     results: dict[str, FileResult] = {}
     with ProcessPoolExecutor(max_workers=jobs, initializer=_warm_up) as pool:
-        futures = {t.spec: pool.submit(port_one, t, outdir) for t in order}
+        futures = {t.spec: pool.submit(port_one, t, outdir, timeout) for t in order}
         for n, target in enumerate(order, start=1):
             try:
                 results[target.spec] = futures[target.spec].result()
@@ -471,6 +500,8 @@ def write_readme(readme: Path, block: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise PorterError("--jobs wants a positive number of worker processes")
+    if args.timeout < 0:
+        raise PorterError("--timeout wants a number of seconds (0: no limit)")
     for option, suffix in (("markdown", ".md"), ("json", ".json")):
         value = getattr(args, option)
         if value is not None and not value.endswith(suffix):
@@ -478,7 +509,7 @@ def run(args: argparse.Namespace) -> int:
     if args.readme and not args.markdown:
         raise PorterError("--readme links to the full table: give --markdown FILE too")
     packages = args.packages or list(DEFAULT_PACKAGES)
-    coverage = run_coverage(packages, args.jobs, args.output, progress=not args.quiet)
+    coverage = run_coverage(packages, args.jobs, args.output, not args.quiet, args.timeout)
     command = shlex.join(_command(args))
     if args.markdown:
         from porter.write import write_text_atomic
@@ -544,6 +575,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "packages", nargs="*", metavar="PACKAGE", help="dotted package names (default: see above)"
     )
     parser.add_argument("--jobs", "-j", type=int, default=2, help="worker processes (default: 2)")
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=600,
+        metavar="S",
+        help="record a file that takes more than S seconds as a crash (default: 600; 0: none)",
+    )
     parser.add_argument("--markdown", metavar="FILE.md", help="write the table as Markdown")
     parser.add_argument("--json", metavar="FILE.json", help="write the table as JSON")
     parser.add_argument(

@@ -116,7 +116,17 @@ class DropGradOnlyBranches(Rule):
         chosen = updated_node.body if value else updated_node.orelse
         return chosen.with_changes(lpar=updated_node.lpar, rpar=updated_node.rpar)
 
+    def visit_If(self, node: cst.If) -> None:
+        # An `elif` is an If in its parent's orelse: it cannot be flattened or removed where it
+        # stands, so its parent folds it.
+        if isinstance(node.orelse, cst.If):
+            self._elifs = getattr(self, "_elifs", set())
+            self._elifs.add(id(node.orelse))
+
     def leave_If(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        updated_node = updated_node.with_changes(orelse=_fold_elifs(updated_node.orelse))
+        if id(original_node) in getattr(self, "_elifs", ()):
+            return updated_node
         value = _const(updated_node.test)
         if value is None:
             return updated_node
@@ -129,6 +139,19 @@ class DropGradOnlyBranches(Rule):
             return cst.FlattenSentinel(list(orelse.body.body))
         # An elif becomes the if.
         return cst.If(test=orelse.test, body=orelse.body, orelse=orelse.orelse)
+
+
+def _fold_elifs(orelse: cst.If | cst.Else | None) -> cst.If | cst.Else | None:
+    """Drop `elif False:` branches and end the chain at an `elif True:` (its body becomes the
+    `else`)."""
+    while isinstance(orelse, cst.If):
+        value = _const(orelse.test)
+        if value is None:
+            return orelse.with_changes(orelse=_fold_elifs(orelse.orelse))
+        if value:
+            return cst.Else(body=orelse.body)
+        orelse = orelse.orelse
+    return orelse
 
 
 RULE = DropGradOnlyBranches

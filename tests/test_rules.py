@@ -247,6 +247,38 @@ CASES = [
         """,
         id="dropped-call-keeps-the-parentheses-of-a-multi-line-chain",
     ),
+    pytest.param(
+        """\
+        import torch
+
+
+        def attend(x):
+            if x.ndim == 3:
+                y = x
+            elif torch.cuda.is_available():
+                y = x.cuda()
+            elif torch.jit.is_tracing():
+                y = x * 2
+            else:
+                y = x * 3
+            if torch.cuda.is_available():
+                y = y + 1
+            elif x.ndim == 2:
+                y = y - 1
+            return y
+        """,
+        """\
+        def attend(x):
+            if x.ndim == 3:
+                y = x
+            else:
+                y = x * 3
+            if x.ndim == 2:
+                y = y - 1
+            return y
+        """,
+        id="constant-elif-branches-fold-inside-their-chain",
+    ),
 ]
 
 
