@@ -10,20 +10,7 @@ import pytest
 
 from porter.cli import main
 from porter.header import edited_by_hand, read_header
-
-GATE = """\
-import torch
-from torch import nn
-
-
-class Gate(nn.Module):
-    def __init__(self, dim):
-        super().__init__()
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x):
-        return torch.tanh(self.proj(x)).unsqueeze(1)
-"""
+from tests.porting import GATE
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

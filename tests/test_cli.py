@@ -8,20 +8,7 @@ import subprocess
 import pytest
 
 from porter.cli import main
-
-GOOD = """\
-import torch
-from torch import nn
-
-
-class Gate(nn.Module):
-    def __init__(self, dim):
-        super().__init__()
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x):
-        return torch.tanh(self.proj(x)).unsqueeze(1)
-"""
+from tests.porting import GATE
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -31,7 +18,7 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 
 def test_port_a_file_writes_a_package_and_prints_a_summary(tmp_path, capsys) -> None:
     src = tmp_path / "gate.py"
-    src.write_text(GOOD)
+    src.write_text(GATE)
     code, err = run(["port", str(src), "-o", str(tmp_path / "out")], capsys)
     assert code == 0, err
     out = (tmp_path / "out" / "gate.py").read_text()

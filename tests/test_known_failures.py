@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
-import textwrap
 from pathlib import Path
 
 import mlx.core as mx
@@ -21,27 +19,8 @@ import torch
 from mlx.utils import tree_flatten
 from safetensors.torch import save_file
 
-from porter.pipeline import port
 from porter.weights import convert_weights
-
-
-def _port_and_import(tmp_path: Path, name: str, text: str, findings: bool = False):
-    src = tmp_path / f"{name}_src.py"
-    src.write_text(textwrap.dedent(text))
-    result = port(str(src), tmp_path / name, command="test")
-    if not findings:
-        assert result.ctx.findings == [], result.ctx.findings
-    spec = importlib.util.spec_from_file_location(f"{name}_torch", src)
-    torch_mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(torch_mod)
-    for stale in [m for m in sys.modules if m == name or m.startswith(f"{name}.")]:
-        del sys.modules[stale]  # a package of the same name from another test's folder
-    sys.path.insert(0, str(tmp_path))
-    try:
-        mlx_mod = importlib.import_module(f"{name}.{name}_src")
-    finally:
-        sys.path.remove(str(tmp_path))
-    return torch_mod, mlx_mod, result
+from tests.porting import port_and_import
 
 
 def _code(tmp_path: Path, name: str) -> str:
@@ -109,7 +88,7 @@ def functional(x, w, b):
 
 @pytest.mark.parametrize("shape", [(2, 8, 5), (2, 8, 3, 4)], ids=["NCL", "NCHW"])
 def test_group_norm_channels_first_torch_grouping(tmp_path: Path, shape) -> None:
-    tm, mm, _ = _port_and_import(tmp_path, "gn", GROUP_NORM)
+    tm, mm, _ = port_and_import(tmp_path, "gn", GROUP_NORM)
     torch_net = tm.Net()
     _randomize(torch_net, 0)
     net = mm.Net()
@@ -145,7 +124,7 @@ class Net(nn.Module):
 
 
 def test_layer_norm_without_affine_and_eps(tmp_path: Path) -> None:
-    tm, mm, _ = _port_and_import(tmp_path, "ln", LAYER_NORM)
+    tm, mm, _ = port_and_import(tmp_path, "ln", LAYER_NORM)
     torch_net = tm.Net(16)
     _randomize(torch_net, 2)
     net = mm.Net(16)
@@ -187,7 +166,7 @@ def activate(x, approximate):
 
 
 def test_gelu_tanh_approximation(tmp_path: Path) -> None:
-    tm, mm, _ = _port_and_import(tmp_path, "gelu", GELU)
+    tm, mm, _ = port_and_import(tmp_path, "gelu", GELU)
     code = _code(tmp_path, "gelu")
     assert "nn.gelu_approx(x)" in code and 'nn.GELU(approx="tanh")' in code
     x = torch.linspace(-6, 6, 2001)
@@ -199,7 +178,7 @@ def test_gelu_tanh_approximation(tmp_path: Path) -> None:
 
 def test_gelu_runtime_approximate_dispatches_like_torch(tmp_path: Path) -> None:
     # Which form applies depends on a value known only at run time: the support gelu takes it.
-    tm, mm, _ = _port_and_import(tmp_path, "gelu_rt", GELU_RUNTIME)
+    tm, mm, _ = port_and_import(tmp_path, "gelu_rt", GELU_RUNTIME)
     assert "gelu(x, approximate=approximate)" in _code(tmp_path, "gelu_rt")
     x = torch.linspace(-6, 6, 241)
     for approximate in ("none", "tanh"):
@@ -240,7 +219,7 @@ def _bool_mask(q_len: int, k_len: int) -> torch.Tensor:
     ],
 )
 def test_sdpa_masks_causal_and_scale(tmp_path: Path, q_len: int, mask, causal: bool) -> None:
-    tm, mm, _ = _port_and_import(tmp_path, "sdpa", SDPA)
+    tm, mm, _ = port_and_import(tmp_path, "sdpa", SDPA)
     gen = torch.Generator().manual_seed(5)
     q = torch.randn(2, 3, q_len, 16, generator=gen) * 2
     k, v = torch.randn(2, 3, 6, 16, generator=gen) * 2, torch.randn(2, 3, 6, 16, generator=gen)
@@ -285,7 +264,7 @@ def expands(x):
 
 @pytest.mark.parametrize("fn", ["splits", "chunks", "repeats", "expands"])
 def test_shape_ops(tmp_path: Path, fn: str) -> None:
-    tm, mm, _ = _port_and_import(tmp_path, "shape_ops", SHAPE_OPS)
+    tm, mm, _ = port_and_import(tmp_path, "shape_ops", SHAPE_OPS)
     x = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(9))
     refs, outs = getattr(tm, fn)(x), getattr(mm, fn)(_mx(x))
     for i, (ref, out) in enumerate(zip(refs, outs)):
@@ -311,7 +290,7 @@ def sincos_table(x, seq_len, dim):
 
 
 def test_integer_positions_stay_float32_in_a_bf16_model(tmp_path: Path) -> None:
-    tm, mm, _ = _port_and_import(tmp_path, "positions", POSITIONS)
+    tm, mm, _ = port_and_import(tmp_path, "positions", POSITIONS)
     assert "mx.arange(seq_len).astype(mx.float32)" in _code(tmp_path, "positions")
     ref = tm.sincos_table(torch.zeros(1, dtype=torch.float32), 4096, 64)
     out = mm.sincos_table(mx.zeros((1,), dtype=mx.bfloat16), 4096, 64)
@@ -341,7 +320,7 @@ def sincos64(n, dim, theta=10000.0):
 
 
 def test_float64_tables_match_torch(tmp_path: Path) -> None:
-    tm, mm, _ = _port_and_import(tmp_path, "float64", FLOAT64)
+    tm, mm, _ = port_and_import(tmp_path, "float64", FLOAT64)
     assert "np.float64" in _code(tmp_path, "float64")
     ref = tm.sincos64(8192, 64)
     _err("float64 sin-cos table", ref, mm.sincos64(8192, 64), 1e-6)
@@ -385,7 +364,7 @@ class Net(nn.Module):
 
 
 def test_sequential_and_module_list_keep_torch_names(tmp_path: Path) -> None:
-    tm, mm, _ = _port_and_import(tmp_path, "containers", CONTAINERS)
+    tm, mm, _ = port_and_import(tmp_path, "containers", CONTAINERS)
     torch_net = tm.Net(8)
     _randomize(torch_net, 11)
     net = mm.Net(8)
@@ -433,7 +412,7 @@ class Net1d(nn.Module):
     ("cls", "shape"), [("Net", (2, 4, 9, 7)), ("Net1d", (2, 4, 11))], ids=["conv2d", "conv1d"]
 )
 def test_conv_layout_plan_end_to_end(tmp_path: Path, cls: str, shape) -> None:
-    tm, mm, _ = _port_and_import(tmp_path, "conv", CONV)
+    tm, mm, _ = port_and_import(tmp_path, "conv", CONV)
     weights_mod = importlib.import_module("conv.weights")
     assert weights_mod.LAYOUT_PLAN == [
         {"pattern": "*.proj.weight", "transpose": [0, 2, 3, 1]},
@@ -462,7 +441,7 @@ def test_convert_weights_command_applies_the_ports_layout_plan(tmp_path: Path, c
     from porter.cli import main
 
     source = CONV.split("class Net1d")[0]
-    tm, mm, _ = _port_and_import(tmp_path, "conv", source)
+    tm, mm, _ = port_and_import(tmp_path, "conv", source)
     torch_net = tm.Net(4)
     _randomize(torch_net, 21)
     save_file(torch_net.state_dict(), str(tmp_path / "torch.safetensors"))

@@ -10,20 +10,7 @@ from pathlib import Path
 import pytest
 
 from porter.cli import main
-
-GATE = """\
-import torch
-from torch import nn
-
-
-class Gate(nn.Module):
-    def __init__(self, dim):
-        super().__init__()
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x):
-        return torch.tanh(self.proj(x))
-"""
+from tests.porting import GATE
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -8,10 +8,6 @@ are ported by porter to a package in a temporary folder, imported, and run on th
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-import textwrap
 from pathlib import Path
 
 import mlx.core as mx
@@ -19,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from porter.pipeline import port
+from tests.porting import port_and_import
 
 META_STYLE = """
 import torch
@@ -83,22 +79,6 @@ def rotate(q, rot):
 TOLERANCE = 1e-5
 
 
-def _port_and_import(tmp_path: Path, name: str, text: str):
-    src = tmp_path / f"{name}_src.py"
-    src.write_text(textwrap.dedent(text))
-    result = port(str(src), tmp_path / name, command="test")
-    assert result.ctx.findings == [], result.ctx.findings
-    spec = importlib.util.spec_from_file_location(f"{name}_torch", src)
-    torch_mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(torch_mod)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        mlx_mod = importlib.import_module(f"{name}.{name}_src")
-    finally:
-        sys.path.remove(str(tmp_path))
-    return torch_mod, mlx_mod, result
-
-
 def _check(name: str, ref: torch.Tensor, out: mx.array) -> None:
     ref_np, out_np = ref.detach().numpy(), np.array(out)
     assert ref_np.shape == out_np.shape
@@ -109,7 +89,7 @@ def _check(name: str, ref: torch.Tensor, out: mx.array) -> None:
 
 
 def test_meta_style_reshape_for_broadcast(tmp_path: Path) -> None:
-    tm, mm, _ = _port_and_import(tmp_path, "meta_rope", META_STYLE)
+    tm, mm, _ = port_and_import(tmp_path, "meta_rope", META_STYLE)
     code = (tmp_path / "meta_rope" / "meta_rope_src.py").read_text()
     assert "view_as_complex" not in code and "polar" not in code and "complex_mul(" in code
     torch.manual_seed(0)
@@ -123,7 +103,7 @@ def test_meta_style_reshape_for_broadcast(tmp_path: Path) -> None:
 
 
 def test_axial_style_other_names_and_ellipsis(tmp_path: Path) -> None:
-    tm, mm, _ = _port_and_import(tmp_path, "axial_rope", AXIAL_STYLE)
+    tm, mm, _ = port_and_import(tmp_path, "axial_rope", AXIAL_STYLE)
     torch.manual_seed(1)
     pos = torch.stack([torch.arange(12) // 4, torch.arange(12) % 4 + 100, torch.arange(12)], -1)
     q = torch.randn(2, 3, 12, 40)
