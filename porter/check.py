@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from porter.errors import PorterError
 from porter.header import Header, edited_by_hand, read_header
+from porter.locate import locate
 
 if TYPE_CHECKING:
     from porter.locate import Source
@@ -159,12 +160,6 @@ def _foreign(path: Path) -> str:
     return f"written by another port (`{generated.header.command}`)"
 
 
-def _locate(spec: str):  # type: ignore[no-untyped-def]
-    from porter.locate import locate
-
-    return locate(spec)
-
-
 def _locate_recorded(recorded: RecordedPort, folder: Path, on_disk: list[GeneratedFile]) -> Source:
     """The source a recorded port was made from, wherever ``porter check`` runs.
 
@@ -175,7 +170,7 @@ def _locate_recorded(recorded: RecordedPort, folder: Path, on_disk: list[Generat
     error: PorterError | None = None
     for spec in _candidate_specs(recorded, folder, on_disk):
         try:
-            return _locate(spec)
+            return locate(spec)
         except PorterError as err:
             error = err
     raise PorterError(
@@ -226,7 +221,7 @@ def _why(generated: GeneratedFile, source) -> str:  # type: ignore[no-untyped-de
 
     if generated.header.source != source.display:  # a library module ported with the model
         try:
-            source = _locate(generated.header.source)
+            source = locate(generated.header.source)
         except PorterError:
             return f"its source {generated.header.source} is gone"
     if generated.header.sha256 != source.sha256:

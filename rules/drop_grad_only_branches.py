@@ -42,12 +42,7 @@ def _bool(value: bool) -> cst.Name:
 
 # Probes for torch backends and kernels an MLX port never has: they answer False.
 _BACKEND_PROBES = {"torch.cuda.is_available", "torch.backends.mps.is_available"}
-_LIBRARY_PROBES = (
-    ".is_torch_npu_available",
-    ".is_torch_xla_available",
-    ".is_xformers_available",
-    ".is_torch_npu_available",
-)
+_LIBRARY_PROBES = (".is_torch_npu_available", ".is_torch_xla_available", ".is_xformers_available")
 
 
 def _version_probe(name: str | None, call: cst.Call) -> bool | None:
