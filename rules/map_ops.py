@@ -29,7 +29,7 @@ import libcst as cst
 
 from porter.engine import Rule
 
-from ._common import call, int_value, is_string, is_tensor_receiver, tuple_of
+from ._common import arg, call, int_value, is_string, is_tensor_receiver, tuple_of
 from ._table import OpRow, dotted, instantiate, op_table
 
 
@@ -76,6 +76,10 @@ class MapOps(Rule):
         if name is not None and name in table.names:
             self.applied()
             return dotted(table.names[name])
+        if name is not None and not self.is_callee(original_node):
+            support_class = self._support_class(name)
+            if support_class is not None:
+                return support_class
         if name is None and is_tensor_receiver(updated_node.value):
             row = table.lookup("attribute", updated_node.attr.value)
             if row is not None and row.expr and not self.is_callee(original_node):
@@ -89,7 +93,26 @@ class MapOps(Rule):
         if name is not None and name != updated_node.value and name in table.names:
             self.applied()
             return dotted(table.names[name])
+        if name is not None and not self.is_callee(original_node):
+            support_class = self._support_class(name)
+            if support_class is not None:
+                return support_class
         return updated_node
+
+    def _support_class(self, name: str) -> cst.BaseExpression | None:
+        """The support class standing for torch class ``name`` where it is not called.
+
+        Before: ``class FP32LayerNorm(nn.LayerNorm)``; after: ``class FP32LayerNorm(LayerNorm)``,
+        the snippet with torch's constructor, so the subclass's super().__init__ still fits.
+        """
+        row = op_table().lookup("function", name)
+        if row is None or row.when or not (row.mlx or "").startswith("support:"):
+            return None
+        snippet, _, symbol = row.mlx.removeprefix("support:").partition(".")
+        if not symbol[:1].isupper():
+            return None
+        self.applied()
+        return self.ctx.need(snippet, symbol)
 
     # -- emission ---------------------------------------------------------------------------
 
@@ -128,6 +151,11 @@ class MapOps(Rule):
                 args.append(cst.Arg(value=only, star="*"))
         elif row.pack == "tuple" and (len(positional) > 1 or _single_int(positional)):
             args.append(cst.Arg(value=tuple_of([a.value for a in positional])))
+        elif row.pack == "shape" and positional:
+            # torch.rand(2, 3), torch.rand(n) and torch.rand(x.shape) all name a shape
+            one_shape = len(positional) == 1 and _names_a_shape(positional[0].value)
+            shape = positional[0].value if one_shape else tuple_of([a.value for a in positional])
+            args.append(arg(shape, "shape"))
         else:
             args.extend(cst.Arg(value=a.value, star=a.star) for a in positional)
         for a in keywords:
@@ -175,6 +203,18 @@ def _literal(node: cst.BaseExpression) -> object:
         return node.value == "True"
     value = int_value(node)
     return value if value is not None else ...
+
+
+def _names_a_shape(node: cst.BaseExpression) -> bool:
+    """Whether a lone size argument is a whole shape (``x.shape``, ``(2, 3)``, ``x.size()``)
+    rather than one length; a wrong guess fails loudly in MLX, which checks shape types."""
+    if isinstance(node, (cst.Tuple, cst.List)):
+        return True
+    if isinstance(node, cst.Attribute):
+        return node.attr.value == "shape"
+    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+        return node.func.attr.value == "size" and not node.args
+    return isinstance(node, cst.Name) and "shape" in node.value
 
 
 def _single_int(positional: list[cst.Arg]) -> bool:

@@ -134,6 +134,59 @@ def test_layer_norm_without_affine_and_eps(tmp_path: Path) -> None:
     _err("LayerNorm affine=False eps=1e-2", torch_net(x), net(_mx(x)), 1e-5)
 
 
+# 2b. Norm classes as models use them: diffusers' FP32LayerNorm subclasses nn.LayerNorm and reads
+# normalized_shape, weight and bias (None without affine), which mlx.nn.LayerNorm spells dims and
+# affine and leaves unset; torch.nn.RMSNorm's eps=None means the dtype's machine epsilon.
+NORM_CLASSES = """
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FP32LayerNorm(nn.LayerNorm):
+    def forward(self, x):
+        return F.layer_norm(
+            x.float(),
+            self.normalized_shape,
+            self.weight.float() if self.weight is not None else None,
+            self.bias.float() if self.bias is not None else None,
+            self.eps,
+        ).to(x.dtype)
+
+
+class Net(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.affine = FP32LayerNorm(dim, eps=1e-3)
+        self.plain = FP32LayerNorm(dim, 1e-2, elementwise_affine=False)
+        self.rms = torch.nn.RMSNorm(dim, eps=1e-4)
+        self.rms_default = torch.nn.RMSNorm([dim])
+        self.rms_plain = torch.nn.RMSNorm(dim, elementwise_affine=False)
+
+    def forward(self, x):
+        head, tail = x.split_with_sizes([3, x.shape[1] - 3], dim=1)
+        x = torch.cat([tail, head], dim=1)
+        return self.rms_plain(self.rms_default(self.rms(self.plain(self.affine(x)))))
+"""
+
+
+def test_norm_subclasses_and_torch_rms_norm(tmp_path: Path) -> None:
+    tm, mm, _ = port_and_import(tmp_path, "norms", NORM_CLASSES)
+    torch_net = tm.Net(16)
+    _randomize(torch_net, 4)
+    net = mm.Net(16)
+    _load_state_dict(net, torch_net)
+    assert sorted(k for k, _ in tree_flatten(net.parameters())) == [
+        "affine.bias",
+        "affine.weight",
+        "rms.weight",
+        "rms_default.weight",
+    ]
+    # Small-variance rows make a wrong or dropped eps visible.
+    x = torch.randn(3, 7, 16, generator=torch.Generator().manual_seed(5)) * 0.01
+    _err("LayerNorm subclass + torch.nn.RMSNorm", torch_net(x), net(_mx(x)), 1e-5)
+
+
 # 3. GELU(approximate="tanh"): MLX's nn.gelu is the exact erf form; torch's tanh form is MLX's
 # gelu_approx ("precise"/"tanh"), not gelu_fast_approx ("fast", a sigmoid form). A hand port
 # that picks either wrong one is off by up to 5e-4 or 1.5e-2.

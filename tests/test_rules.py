@@ -143,6 +143,25 @@ CASES = [
     pytest.param(
         """\
         import torch
+
+
+        def noise(x, labels, p):
+            drop = torch.rand(labels.shape[0], device=labels.device) < p
+            return torch.randn(2, 3, generator=None), torch.rand(x.shape), drop
+        """,
+        """\
+        import mlx.core as mx
+
+
+        def noise(x, labels, p):
+            drop = mx.random.uniform(shape=(labels.shape[0],)) < p
+            return mx.random.normal(shape=(2, 3)), mx.random.uniform(shape=x.shape), drop
+        """,
+        id="random-sizes-become-a-shape-keyword",
+    ),
+    pytest.param(
+        """\
+        import torch
         from torch import nn
 
 
