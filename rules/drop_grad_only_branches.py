@@ -18,8 +18,9 @@ Fix safety: in an inference port ``torch.is_grad_enabled()`` is False, so gradie
 checkpointing branches are dead; checkpointing never changes forward values anyway. A
 ``hasattr(torch_module, ...)`` feature probe is True because the MLX port provides the
 feature; a library's ``is_torch_version(">=", v)`` probe is True (and ``"<"`` False) because
-the port stands for a current PyTorch. Probes for CUDA, MPS, NPU, XLA and xformers are
-False: an MLX port runs on none of them. Only branches whose condition folds to a constant through ``and``/``or``/``not`` are
+the port stands for a current PyTorch. Probes for CUDA, NPU, XLA and xformers are
+False: an MLX port runs on none of them. The MPS probe stays (map_ops gives it a runtime
+answer): models ask it to avoid float64, which MLX's GPU lacks too. Only branches whose condition folds to a constant through ``and``/``or``/``not`` are
 removed.
 """
 
@@ -41,7 +42,7 @@ def _bool(value: bool) -> cst.Name:
 
 
 # Probes for torch backends and kernels an MLX port never has: they answer False.
-_BACKEND_PROBES = {"torch.cuda.is_available", "torch.backends.mps.is_available"}
+_BACKEND_PROBES = {"torch.cuda.is_available"}
 _LIBRARY_PROBES = (".is_torch_npu_available", ".is_torch_xla_available", ".is_xformers_available")
 
 

@@ -385,6 +385,36 @@ def test_float64_tables_match_torch(tmp_path: Path) -> None:
     assert err32 > 1e-4
 
 
+# 10b. A float64 dtype chosen at run time: models pick float32 when torch's MPS backend is
+# available (it has no float64) and float64 elsewhere, then pass the dtype on. MLX's GPU lacks
+# float64 as MPS does; folding the probe to False sends a Mac down the float64 path, which
+# fails there. The port asks MLX's default device instead.
+MPS_PROBE = """
+import torch
+
+
+def angles(n, dim, theta=10000.0):
+    dtype = torch.float32 if torch.backends.mps.is_available() else torch.float64
+    freqs = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=dtype) / dim))
+    return torch.outer(torch.arange(n, dtype=dtype), freqs)
+"""
+
+
+def test_mps_probe_chooses_float32_on_the_gpu(tmp_path: Path, monkeypatch) -> None:
+    tm, mm, _ = port_and_import(tmp_path, "mps_probe", MPS_PROBE)
+    code = _code(tmp_path, "mps_probe")
+    assert "mx.float32 if mps_is_available() else mx.float64" in code
+    ref = tm.angles(64, 16)
+    out = mm.angles(64, 16)
+    assert out.dtype == mx.float64  # MLX on the CPU: torch's non-MPS path
+    _err("float64 angles on the CPU", ref, out, 1e-12)
+    support = importlib.import_module("mps_probe.support")
+    monkeypatch.setattr(support.mx, "default_device", lambda: mx.gpu)
+    assert support.mps_is_available()
+    assert support.maybe_adjust_dtype_for_device(mx.float64) == mx.float32
+    assert support.maybe_adjust_dtype_for_device(mx.float16) == mx.float16
+
+
 # 11. nn.Sequential / nn.ModuleList: a hand port writes nn.Sequential in MLX (keys become
 # mlp.layers.0.weight) or renames blocks, so torch's state_dict no longer loads strictly.
 CONTAINERS = """
