@@ -415,10 +415,10 @@ def test_conv_layout_plan_end_to_end(tmp_path: Path, cls: str, shape) -> None:
     tm, mm, _ = port_and_import(tmp_path, "conv", CONV)
     weights_mod = importlib.import_module("conv.weights")
     assert weights_mod.LAYOUT_PLAN == [
-        {"pattern": "*.proj.weight", "transpose": [0, 2, 3, 1]},
-        {"pattern": "*.body.0.weight", "transpose": [0, 2, 3, 1]},
-        {"pattern": "*.stride.weight", "transpose": [0, 2, 3, 1]},
-        {"pattern": "*.convs.*.weight", "transpose": [0, 2, 1]},
+        {"pattern": "*.proj.weight", "transpose": [0, 2, 3, 1], "ndim": 4},
+        {"pattern": "*.body.0.weight", "transpose": [0, 2, 3, 1], "ndim": 4},
+        {"pattern": "*.stride.weight", "transpose": [0, 2, 3, 1], "ndim": 4},
+        {"pattern": "*.convs.*.weight", "transpose": [0, 2, 1], "ndim": 3},
     ]
     torch_net = getattr(tm, cls)(4)
     _randomize(torch_net, 13)
