@@ -736,7 +736,9 @@ def _cmd_bisect(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="porter-bisect-") as tmp:
         # build_pair runs `porter convert-weights`, whose summary is not part of this output.
         with contextlib.redirect_stdout(io.StringIO()):
-            torch_model, mlx_model = build_pair(torch_class, load_strictly, case, Path(tmp))
+            torch_model, mlx_model = build_pair(
+                torch_class, load_strictly, case, Path(tmp), port=folder
+            )
         report = bisect(
             torch_model,
             mlx_model,

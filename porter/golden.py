@@ -12,6 +12,7 @@ recipe (`templates/golden_test.py.j2`) call it.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,11 +46,14 @@ _NORM_CLASS_MARKERS = ("Norm",)
 
 
 def randomize_(module: torch.nn.Module, seed: int, std: float = 0.1) -> torch.nn.Module:
-    """Overwrites every parameter and floating buffer of `module` with seeded noise, in place.
+    """Overwrites every parameter and persistent floating buffer of `module` with seeded noise,
+    in place.
 
     Norm weights become ``1 + std * randn`` and everything else ``std * randn``, so zero-initialised
     parameters (pad tokens, biases, adaLN projections) take part in the comparison too. Raises if
-    a parameter ends up all zeros. Returns `module`.
+    a parameter ends up all zeros. Non-persistent buffers (tables computed from the config, out
+    of the state dict) keep their values: no checkpoint carries them to the port, which computes
+    them itself. Returns `module`.
     """
     gen = torch.Generator().manual_seed(seed)
     norm_weights = {
@@ -65,8 +69,9 @@ def randomize_(module: torch.nn.Module, seed: int, std: float = 0.1) -> torch.nn
             param.copy_(noise.to(param.dtype))
             if not torch.count_nonzero(param):
                 raise AssertionError(f"randomize_: parameter {name} is all zeros")
+        persistent = set(module.state_dict())
         for name, buf in module.named_buffers():
-            if buf.is_floating_point():
+            if buf.is_floating_point() and name in persistent:
                 buf.copy_(torch.randn(buf.shape, generator=gen).to(buf.dtype) * std)
     return module
 
@@ -199,11 +204,14 @@ def build_pair(
     load_model: Callable[[Path, Path], Any],
     case: GoldenCase,
     folder: Path,
+    port: Path | None = None,
 ) -> tuple[torch.nn.Module, Any]:
     """The torch model with seeded weights and its MLX port, loaded the way a user loads it.
 
     The torch model is saved with ``save_pretrained`` into ``folder/torch``, converted with
-    ``porter convert-weights`` and loaded by the generated package's ``load_model`` (strict).
+    ``porter convert-weights --port PORT`` (whose ``LAYOUT_PLAN`` transposes conv weights;
+    by default the package whose ``weights.py`` defines ``load_model``) and loaded by
+    ``load_model`` (strict).
     """
     from porter.cli import main as porter_main
 
@@ -213,10 +221,21 @@ def build_pair(
     checkpoint = folder / "torch"
     torch_model.save_pretrained(checkpoint)
     weights = folder / "mlx.safetensors"
-    code = porter_main(["convert-weights", str(checkpoint), "-o", str(weights)])
+    port = port or _port_of(load_model)
+    plan = ["--port", str(port)] if port is not None else []
+    code = porter_main(["convert-weights", str(checkpoint), "-o", str(weights), *plan])
     if code != 0:
         raise AssertionError(f"porter convert-weights {checkpoint} exited with {code}")
     return torch_model, load_model(checkpoint / "config.json", weights)
+
+
+def _port_of(load_model: Callable[..., Any]) -> Path | None:
+    """The generated package whose weights module defines ``load_model`` (it declares the
+    port's ``LAYOUT_PLAN``), or None for a loader defined elsewhere."""
+    module = inspect.getmodule(load_model)
+    if module is None or not hasattr(module, "LAYOUT_PLAN") or module.__file__ is None:
+        return None
+    return Path(module.__file__).parent
 
 
 def case_inputs(case: GoldenCase) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -209,7 +209,10 @@ def render_files(
     model = model_class or next((n for n in reversed(exports) if n[:1].isupper()), None)
     files = {f"{stem}.py": render("module.py.j2", code=module.code, **header)}
     support = set(ctx.support)
+    # One layout plan per port: the model's conv rows, then those of the library modules.
+    layout_plan = list(ctx.layout_plan)
     for lib_module, lib_ctx in library or []:
+        layout_plan += [row for row in lib_ctx.layout_plan if row not in layout_plan]
         lib_stem = ctx.plan.modules[lib_ctx.source.module].stem
         files[f"{lib_stem}.py"] = render(
             "module.py.j2",
@@ -227,7 +230,7 @@ def render_files(
             "weights.py.j2",
             module=stem,
             model_class=model,
-            layout_plan=repr(ctx.layout_plan),
+            layout_plan=repr(layout_plan),
             **header,
         )
         files["__init__.py"] = render("package_init.py.j2", module=stem, exports=exports, **header)

@@ -42,8 +42,18 @@ def recipes() -> dict[str, Recipe]:
             source=row["source"],
             outdir=row["outdir"],
             model_class=row["model_class"],
-            golden=GoldenSpec(golden["rel"], golden["tolerance"].strip(), golden["cases"])
+            golden=GoldenSpec(
+                golden["rel"], golden["tolerance"].strip(), [_case(c) for c in golden["cases"]]
+            )
             if golden
             else None,
         )
     return out
+
+
+def _case(row: dict[str, Any]) -> dict[str, Any]:
+    """A golden case as the template takes it: ``config_none`` (TOML has no null) names the
+    config keys whose value is None."""
+    case = {key: value for key, value in row.items() if key != "config_none"}
+    case["config"] = {**row["config"], **dict.fromkeys(row.get("config_none", []))}
+    return case

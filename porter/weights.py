@@ -67,11 +67,16 @@ class KeyTransform:
     ``transpose`` is a permutation of the tensor's axes (``(0, 2, 3, 1)`` turns a PyTorch
     ``[out, in, kh, kw]`` conv weight into MLX's ``[out, kh, kw, in]``), ``drop`` removes
     tensors the MLX module does not own, such as non-persistent buffers.
+
+    ``ndim``, if set, narrows the row to tensors of that rank: ``"*.proj.weight"`` with
+    ``ndim`` 4 transposes a conv's ``proj`` and passes a ``Linear`` named ``proj`` elsewhere in
+    the tree through. A row without it that matches a tensor of the wrong rank fails.
     """
 
     pattern: str
     transpose: tuple[int, ...] | None = None
     drop: bool = False
+    ndim: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.pattern, str) or not self.pattern:
@@ -91,15 +96,21 @@ class KeyTransform:
                     f"not a permutation of 0..{len(perm) - 1}"
                 )
             object.__setattr__(self, "transpose", perm)
+        if self.ndim is not None and (
+            not isinstance(self.ndim, int) or isinstance(self.ndim, bool) or self.ndim < 0
+        ):
+            raise PorterError(
+                f"layout plan: pattern {self.pattern!r} has ndim {self.ndim!r}, not a rank"
+            )
 
     @classmethod
     def from_mapping(cls, row: Mapping[str, object]) -> KeyTransform:
         """Build a row from plain data, e.g. ``{"pattern": "*.conv.weight", "transpose": [...]}``."""
-        unknown = sorted(set(row) - {"pattern", "transpose", "drop"})
+        unknown = sorted(set(row) - {"pattern", "transpose", "drop", "ndim"})
         if unknown:
             raise PorterError(
                 f"layout plan: unknown field(s) {', '.join(map(repr, unknown))} in {dict(row)!r}; "
-                'use "pattern" with "transpose" or "drop"'
+                'use "pattern" with "transpose" or "drop", and optionally "ndim"'
             )
         transpose = row.get("transpose")
         if transpose is not None and not isinstance(transpose, Sequence):
@@ -108,6 +119,7 @@ class KeyTransform:
             pattern=row.get("pattern"),  # type: ignore[arg-type]  # checked in __post_init__
             transpose=tuple(transpose) if transpose is not None else None,
             drop=bool(row.get("drop", False)),
+            ndim=row.get("ndim"),  # type: ignore[arg-type]  # checked in __post_init__
         )
 
 
@@ -139,9 +151,12 @@ class LayoutPlan:
         )
         return cls(rows)
 
-    def match(self, key: str) -> KeyTransform | None:
-        """Return the first row whose pattern matches ``key``."""
+    def match(self, key: str, ndim: int | None = None) -> KeyTransform | None:
+        """Return the first row whose pattern matches ``key`` and, where the row names a rank,
+        whose rank is ``ndim``."""
         for row in self.transforms:
+            if row.ndim is not None and ndim is not None and row.ndim != ndim:
+                continue
             if fnmatchcase(key, row.pattern) or (
                 row.pattern.startswith("*.") and fnmatchcase(key, row.pattern[2:])
             ):
@@ -493,7 +508,7 @@ def convert_weights(
     overflowed: list[str] = []
     used: set[str] = set()
     for key, array in tensors.items():
-        row = layout.match(key)
+        row = layout.match(key, array.ndim)
         if row is not None:
             used.add(row.pattern)
             if row.drop:

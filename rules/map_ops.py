@@ -29,7 +29,7 @@ import libcst as cst
 
 from porter.engine import Rule
 
-from ._common import arg, call, int_value, is_string, is_tensor_receiver, tuple_of
+from ._common import call, int_value, is_string, is_tensor_receiver, tuple_of
 from ._table import OpRow, dotted, instantiate, op_table
 
 
@@ -151,11 +151,6 @@ class MapOps(Rule):
                 args.append(cst.Arg(value=only, star="*"))
         elif row.pack == "tuple" and (len(positional) > 1 or _single_int(positional)):
             args.append(cst.Arg(value=tuple_of([a.value for a in positional])))
-        elif row.pack == "shape" and positional:
-            # torch.rand(2, 3), torch.rand(n) and torch.rand(x.shape) all name a shape
-            one_shape = len(positional) == 1 and _names_a_shape(positional[0].value)
-            shape = positional[0].value if one_shape else tuple_of([a.value for a in positional])
-            args.append(arg(shape, "shape"))
         else:
             args.extend(cst.Arg(value=a.value, star=a.star) for a in positional)
         for a in keywords:
@@ -203,18 +198,6 @@ def _literal(node: cst.BaseExpression) -> object:
         return node.value == "True"
     value = int_value(node)
     return value if value is not None else ...
-
-
-def _names_a_shape(node: cst.BaseExpression) -> bool:
-    """Whether a lone size argument is a whole shape (``x.shape``, ``(2, 3)``, ``x.size()``)
-    rather than one length; a wrong guess fails loudly in MLX, which checks shape types."""
-    if isinstance(node, (cst.Tuple, cst.List)):
-        return True
-    if isinstance(node, cst.Attribute):
-        return node.attr.value == "shape"
-    if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
-        return node.func.attr.value == "size" and not node.args
-    return isinstance(node, cst.Name) and "shape" in node.value
 
 
 def _single_int(positional: list[cst.Arg]) -> bool:

@@ -13,16 +13,19 @@ Before::
 After (code unchanged; in weights.py)::
 
     LAYOUT_PLAN = [
-        {"pattern": "*.proj.weight", "transpose": [0, 2, 3, 1]},
-        {"pattern": "*.down.0.weight", "transpose": [0, 2, 1]},
+        {"pattern": "*.proj.weight", "transpose": [0, 2, 3, 1], "ndim": 4},
+        {"pattern": "*.down.0.weight", "transpose": [0, 2, 1], "ndim": 3},
     ]
 
 A leading ``*.`` also matches the key with no prefix, so the row serves the conv whether its
-module is the model itself or nested at any depth.
+module is the model itself or nested at any depth, and whether the class is the model file's
+or a library module's ported transitively (the port's one plan collects the rows of both).
+``ndim`` keeps the row to the conv's rank: a ``Linear`` called ``proj`` elsewhere in the tree
+(a 2-D weight) is not a conv weight and passes through.
 
 Fix safety: a conv the rule cannot name (built outside a ``self.X = ...`` assignment, a list
-or a Sequential) is reported for review rather than loaded untransposed; a pattern that also
-matches a weight of another rank fails the conversion, naming the key, never transposes it.
+or a Sequential) is reported for review rather than loaded untransposed; a conv weight the
+plan misses keeps torch's layout, and the strict load then fails on its shape.
 """
 
 from __future__ import annotations
@@ -72,7 +75,8 @@ class PlanConvLayouts(Rule):
             name = self.imported(value.func)
             if name in _PERMUTATIONS:
                 self._planned.add(id(value))
-                row = {"pattern": f"*.{path}.weight", "transpose": _PERMUTATIONS[name]}
+                perm = _PERMUTATIONS[name]
+                row = {"pattern": f"*.{path}.weight", "transpose": perm, "ndim": len(perm)}
                 if row not in self.ctx.layout_plan:
                     self.ctx.layout_plan.append(row)
                 self.applied()

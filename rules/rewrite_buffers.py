@@ -14,11 +14,19 @@ After::
     ...
     return x + self.pos, x * self._inv_freq
 
+A name or ``persistent`` flag known only at run time goes through the support helper, which
+makes the same choice when the module is built::
+
+    self.register_buffer("pos_embed", table, persistent=persistent)
+    ->
+    register_buffer(self, "pos_embed", table, persistent=persistent)
+
 Fix safety: an MLX module's parameters are its array attributes, except those whose name
-starts with ``_``. A persistent buffer is in torch's state dict, so it stays a public
-attribute and loads with the weights; a non-persistent one is not, so it takes a leading
-``_`` everywhere in its class and strict loading sees the same keys on both sides. A buffer
-whose name or ``persistent`` flag is not a literal is kept and reported.
+starts with ``_`` or that live outside the module's dict. A persistent buffer is in torch's
+state dict, so it stays a public attribute and loads with the weights; a non-persistent one is
+not, so it takes a leading ``_`` everywhere in its class (the helper: it is kept outside the
+module's dict) and strict loading sees the same keys on both sides. A call whose value is not
+its second positional argument is kept and reported.
 """
 
 from __future__ import annotations
@@ -95,11 +103,17 @@ class RewriteBuffers(Rule):
         if call is None:
             return updated_node
         name, persistent = _literal_name(call), _persistent(call)
-        if name is None or persistent is None or len(call.args) < 2:
+        positional = [a for a in call.args if a.keyword is None]
+        if len(positional) < 2 or any(a.star for a in call.args):
             self.unported(
-                original_node, "register_buffer with a non-literal name or flag", NEEDS_REVIEW
+                original_node, "register_buffer without a positional name and value", NEEDS_REVIEW
             )
             return updated_node
+        if name is None or persistent is None:
+            helper = self.ctx.need("register_buffer", "register_buffer")
+            args = [cst.Arg(cst.Name("self")), *call.args]
+            self.applied()
+            return updated_node.with_changes(value=call.with_changes(func=helper, args=args))
         value = call.args[1].value
         target = cst.Attribute(cst.Name("self"), cst.Name(name if persistent else f"_{name}"))
         self.applied()

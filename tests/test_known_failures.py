@@ -409,7 +409,7 @@ def test_mps_probe_chooses_float32_on_the_gpu(tmp_path: Path, monkeypatch) -> No
     assert out.dtype == mx.float64  # MLX on the CPU: torch's non-MPS path
     _err("float64 angles on the CPU", ref, out, 1e-12)
     support = importlib.import_module("mps_probe.support")
-    monkeypatch.setattr(support.mx, "default_device", lambda: mx.gpu)
+    monkeypatch.setattr(support.mx, "default_device", lambda: mx.Device(mx.DeviceType.gpu))
     assert support.mps_is_available()
     assert support.maybe_adjust_dtype_for_device(mx.float64) == mx.float32
     assert support.maybe_adjust_dtype_for_device(mx.float16) == mx.float16
@@ -498,10 +498,10 @@ def test_conv_layout_plan_end_to_end(tmp_path: Path, cls: str, shape) -> None:
     tm, mm, _ = port_and_import(tmp_path, "conv", CONV)
     weights_mod = importlib.import_module("conv.weights")
     assert weights_mod.LAYOUT_PLAN == [
-        {"pattern": "*.proj.weight", "transpose": [0, 2, 3, 1]},
-        {"pattern": "*.body.0.weight", "transpose": [0, 2, 3, 1]},
-        {"pattern": "*.stride.weight", "transpose": [0, 2, 3, 1]},
-        {"pattern": "*.convs.*.weight", "transpose": [0, 2, 1]},
+        {"pattern": "*.proj.weight", "transpose": [0, 2, 3, 1], "ndim": 4},
+        {"pattern": "*.body.0.weight", "transpose": [0, 2, 3, 1], "ndim": 4},
+        {"pattern": "*.stride.weight", "transpose": [0, 2, 3, 1], "ndim": 4},
+        {"pattern": "*.convs.*.weight", "transpose": [0, 2, 1], "ndim": 3},
     ]
     torch_net = getattr(tm, cls)(4)
     _randomize(torch_net, 13)

@@ -143,25 +143,6 @@ CASES = [
     pytest.param(
         """\
         import torch
-
-
-        def noise(x, labels, p):
-            drop = torch.rand(labels.shape[0], device=labels.device) < p
-            return torch.randn(2, 3, generator=None), torch.rand(x.shape), drop
-        """,
-        """\
-        import mlx.core as mx
-
-
-        def noise(x, labels, p):
-            drop = mx.random.uniform(shape=(labels.shape[0],)) < p
-            return mx.random.normal(shape=(2, 3)), mx.random.uniform(shape=x.shape), drop
-        """,
-        id="random-sizes-become-a-shape-keyword",
-    ),
-    pytest.param(
-        """\
-        import torch
         from torch import nn
 
 
@@ -396,6 +377,60 @@ CASES += [
         """,
         id="group-norm-conv-sdpa-use-channels-first-snippets",
     ),
+    pytest.param(
+        """\
+        from torch import nn
+
+
+        class Table(nn.Module):
+            def __init__(self, table, keep):
+                super().__init__()
+                self.register_buffer("fixed", table)
+                self.register_buffer("table", table, persistent=keep)
+
+            def forward(self, x):
+                return x + self.table + self.fixed
+        """,
+        """\
+        import mlx.nn as nn
+        from .support import register_buffer
+
+
+        class Table(nn.Module):
+            def __init__(self, table, keep):
+                super().__init__()
+                self.fixed = table
+                register_buffer(self, "table", table, persistent=keep)
+
+            def __call__(self, x):
+                return x + self.table + self.fixed
+        """,
+        id="buffer-with-a-run-time-persistent-flag-goes-through-the-helper",
+    ),
+    pytest.param(
+        """\
+        import torch
+        import torch.nn.functional as F
+
+
+        def f(x, n, g):
+            x = x.reshape(shape=(n, 2, -1)).reshape(-1).reshape(n, -1)
+            y = torch.einsum("nhwc->nchw", x)
+            return F.layer_norm(y, (4,), eps=1e-6), torch.rand(n, 3), torch.rand(n, generator=g)
+        """,
+        """\
+        import mlx.core as mx
+        from .support import layer_norm, rand
+
+
+        def f(x, n, g):
+            x = x.reshape((n, 2, -1)).reshape(-1).reshape(n, -1)
+            y = mx.einsum("nhwc->nchw", x)
+            # XXX(porter unported, mark-unported): torch.rand has no MLX mapping
+            return layer_norm(y, (4,), eps=1e-6), rand(n, 3), torch.rand(n, generator=g)
+        """,
+        id="reshape-shape-keyword-einsum-layer-norm-rand-without-a-generator",
+    ),
 ]
 
 
@@ -420,9 +455,9 @@ def test_conv_weights_get_layout_plan_rows_and_unnamed_convs_are_marked() -> Non
     )
     _, ctx = rewrite(source)
     assert ctx.layout_plan == [
-        {"pattern": "*.stem.weight", "transpose": [0, 2, 1]},
-        {"pattern": "*.body.1.weight", "transpose": [0, 2, 3, 1]},
-        {"pattern": "*.heads.*.weight", "transpose": [0, 2, 3, 1]},
+        {"pattern": "*.stem.weight", "transpose": [0, 2, 1], "ndim": 3},
+        {"pattern": "*.body.1.weight", "transpose": [0, 2, 3, 1], "ndim": 4},
+        {"pattern": "*.heads.*.weight", "transpose": [0, 2, 3, 1], "ndim": 4},
     ]
     assert [(f.rule, f.line) for f in ctx.findings] == [("plan-conv-layouts", 10)]
 

@@ -677,3 +677,75 @@ def test_conv_matches_torch(cls, args, kwargs, shape):
         err, scale = max_err(conv(to_mx(x)), ref_conv(x))
     print(f"{cls} {args} {kwargs}: max abs err {err:.3g}")
     assert err <= 1e-5 * scale
+
+
+# --- layer_norm, rand, maybe_adjust_dtype_for_device, register_buffer ---------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "normalized", "affine"),
+    [
+        pytest.param((2, 5, 8), (8,), True, id="last-axis"),
+        pytest.param((2, 5, 8), 8, False, id="int-no-affine"),
+        pytest.param((2, 3, 4, 6), (4, 6), True, id="two-axes"),
+    ],
+)
+def test_layer_norm_matches_torch(shape, normalized, affine):
+    x = randn(*shape, seed=90, scale=3.0) + 1.5
+    dims = (normalized,) if isinstance(normalized, int) else normalized
+    weight = randn(*dims, seed=91) if affine else None
+    bias = randn(*dims, seed=92) if affine else None
+    ref = torch.nn.functional.layer_norm(x, dims, weight, bias, 1e-5)
+    out = load("layer_norm")["layer_norm"](
+        to_mx(x), normalized, to_mx(weight) if affine else None, to_mx(bias) if affine else None
+    )
+    err, scale = max_err(out, ref)
+    assert err <= 1e-5 * scale
+
+
+def test_layer_norm_rejects_a_shape_that_is_not_trailing():
+    with pytest.raises(ValueError, match="normalized_shape"):
+        load("layer_norm")["layer_norm"](mx.zeros((2, 3, 4)), (3,))
+
+
+@pytest.mark.parametrize(
+    "size", [pytest.param((5,), id="int"), pytest.param(((2, 3),), id="tuple")]
+)
+def test_rand_takes_torch_sizes(size):
+    out = load("rand")["rand"](*size)
+    assert out.shape == torch.rand(*size).shape and out.dtype == mx.float32
+    assert 0.0 <= float(out.min()) and float(out.max()) < 1.0
+    assert load("rand")["rand"](3, dtype=mx.float16).dtype == mx.float16
+    normal = load("rand")["randn"](*size)
+    assert normal.shape == torch.randn(*size).shape and normal.dtype == mx.float32
+
+
+def test_dtype_for_device_downcasts_float64_only_on_the_gpu():
+    adjust = load("dtypes")["maybe_adjust_dtype_for_device"]
+    cpu, gpu = mx.Device(mx.DeviceType.cpu), mx.Device(mx.DeviceType.gpu)
+    assert adjust(mx.float64, cpu) == mx.float64
+    assert adjust(mx.float64, gpu) == mx.float32
+    assert adjust(mx.float32, gpu) == mx.float32
+    assert adjust(mx.int64, gpu) == mx.int64  # MLX's GPU has int64
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_register_buffer_keeps_the_state_dict_role(persistent):
+    register_buffer = load("register_buffer")["register_buffer"]
+
+    class TorchNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+            self.register_buffer("table", torch.ones(3), persistent=persistent)
+
+    class Net(mnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = mnn.Linear(2, 2)
+            register_buffer(self, "table", mx.ones(3), persistent=persistent)
+
+    net = Net()
+    assert sorted(k for k, _ in tree_flatten(net.parameters())) == sorted(TorchNet().state_dict())
+    assert net.table.shape == (3,)
+    load_torch_weights(net, TorchNet())  # strict: the same keys on both sides

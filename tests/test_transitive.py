@@ -12,6 +12,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from porter.cli import main
 from porter.pipeline import port
@@ -182,3 +183,90 @@ def test_lumina2_ports_its_library_code_transitively(tmp_path) -> None:
     assert "def apply_rotary_emb" in embeddings and "class PatchEmbed" not in embeddings
     for name, text in result.files.items():
         compile(text, name, "exec")
+
+
+# A library conv (a patch embedding in a sibling module) beside a Linear of the same attribute
+# name elsewhere in the tree, and a position table whose persistence is a constructor argument.
+CONV_PACKAGE = {
+    "convlib/__init__.py": "",
+    "convlib/embed.py": """\
+import torch
+from torch import nn
+
+
+class Patchify(nn.Module):
+    def __init__(self, c, dim, p, keep_table):
+        super().__init__()
+        self.proj = nn.Conv2d(c, dim, kernel_size=p, stride=p)
+        table = torch.arange(16 * dim, dtype=torch.float32).reshape(1, 16, dim) / (16 * dim)
+        self.register_buffer("table", table, persistent=keep_table)
+
+    def forward(self, x):
+        x = self.proj(x).flatten(2).transpose(1, 2)
+        return x + self.table[:, : x.shape[1]]
+""",
+    "convlib/model.py": """\
+import torch
+from torch import nn
+
+from .embed import Patchify
+
+
+class Ff(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class ConvToy(nn.Module):
+    def __init__(self, c=3, dim=8, keep_table=True):
+        super().__init__()
+        self.embed = Patchify(c, dim, 2, keep_table)
+        self.ff = Ff(dim)
+
+    def forward(self, x):
+        return self.ff(self.embed(x))
+""",
+}
+
+
+@pytest.mark.parametrize("keep_table", [True, False], ids=["persistent", "non-persistent"])
+def test_library_convs_join_the_ports_layout_plan(tmp_path, monkeypatch, keep_table) -> None:
+    for name, text in CONV_PACKAGE.items():
+        path = tmp_path / "src" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m.split(".")[0] in ("convlib", "conv_port")]:
+        del sys.modules[name]
+    out = tmp_path / "conv_port"
+    result = port("convlib.model", out, command="t")
+    assert [c.findings for c in [result.ctx, *result.library]] == [[], []]
+    weights_py = (out / "weights.py").read_text()
+    assert '{"pattern": "*.proj.weight", "transpose": [0, 2, 3, 1], "ndim": 4}' in weights_py
+
+    torch_model = importlib.import_module("convlib.model").ConvToy(keep_table=keep_table).eval()
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for param in torch_model.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+    assert ("embed.table" in torch_model.state_dict()) == keep_table
+    save_file(torch_model.state_dict(), str(tmp_path / "torch.safetensors"))
+    # The user's path: convert with the port's plan (the conv transposed, ff.proj passed
+    # through), then a strict load.
+    argv = ["convert-weights", str(tmp_path / "torch.safetensors")]
+    assert main([*argv, "-o", str(tmp_path / "mlx.safetensors"), "--port", str(out)]) == 0
+    mlx_model = importlib.import_module("conv_port.model").ConvToy(keep_table=keep_table)
+    mlx_model.load_weights(str(tmp_path / "mlx.safetensors"), strict=True)
+
+    x = torch.randn(2, 3, 8, 6, generator=gen)
+    with torch.no_grad():
+        reference = torch_model(x).numpy()
+    output = np.array(mlx_model(mx.array(x.numpy())))
+    err = float(np.abs(reference - output).max())
+    print(f"library conv, NCHW in ({'persistent' if keep_table else 'computed'} table): {err:.3g}")
+    assert err <= 1e-5

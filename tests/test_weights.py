@@ -644,3 +644,32 @@ def test_plan_leading_star_dot_also_matches_a_top_level_key() -> None:
     assert plan.match("blocks.0.proj.weight") is not None
     assert plan.match("out_proj.weight") is None
     assert plan.match("blocks.0.out_proj.weight") is None
+
+
+def test_plan_row_with_ndim_passes_other_ranks_through(tmp_path: Path) -> None:
+    # plan_conv_layouts writes "*.proj.weight" for a conv; a Linear called proj elsewhere in the
+    # tree (2-D) is no conv weight: with ndim the row passes it through instead of failing.
+    gen = torch.Generator().manual_seed(11)
+    tensors = {
+        "patch.proj.weight": torch.randn(8, 3, 2, 2, generator=gen),
+        "ff.net.0.proj.weight": torch.randn(6, 8, generator=gen),
+    }
+    src = _save(tmp_path / "model.safetensors", tensors)
+    row = {"pattern": "*.proj.weight", "transpose": [0, 2, 3, 1]}
+
+    with pytest.raises(PorterError, match="ff.net.0.proj.weight"):
+        convert_weights(src, tmp_path / "no_ndim.safetensors", plan=[row])
+    report = convert_weights(src, tmp_path / "out.safetensors", plan=[{**row, "ndim": 4}])
+
+    got = mx.load(str(tmp_path / "out.safetensors"))
+    _assert_bit_equal(
+        got["patch.proj.weight"], tensors["patch.proj.weight"].permute(0, 2, 3, 1), "conv"
+    )
+    _assert_bit_equal(got["ff.net.0.proj.weight"], tensors["ff.net.0.proj.weight"], "linear")
+    assert report.transposed == ("patch.proj.weight",)
+
+
+@pytest.mark.parametrize("ndim", [pytest.param(-1, id="negative"), pytest.param("4", id="str")])
+def test_plan_row_ndim_must_be_a_rank(ndim) -> None:
+    with pytest.raises(PorterError, match="not a rank"):
+        LayoutPlan.coerce([{"pattern": "*.w", "transpose": [1, 0], "ndim": ndim}])
