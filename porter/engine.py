@@ -8,6 +8,7 @@ the PyTorch file that a user can open.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pkgutil
 from collections import Counter
@@ -50,6 +51,30 @@ class Finding:
         return f"{source.path}:{self.line}"
 
 
+def bound_names(tree: ast.Module) -> frozenset[str]:
+    """Names ``tree`` binds in module or function scope: functions, classes, parameters and
+    assignment targets, which a module-level import of the same name would shadow or be
+    shadowed by. Methods and class attributes live in a class's namespace and are left out."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST, class_body: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if not class_body:
+                    found.add(child.name)
+                visit(child, class_body=isinstance(child, ast.ClassDef))
+            elif isinstance(child, ast.arg):
+                found.add(child.arg)
+            elif isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
+                if not class_body:
+                    found.add(child.id)
+            else:
+                visit(child, class_body)
+
+    visit(tree, class_body=False)
+    return frozenset(found)
+
+
 @dataclass
 class PortContext:
     """What the rules share while porting one source file."""
@@ -86,11 +111,21 @@ class PortContext:
     # Module-level import aliases of the source ("F" -> "torch.nn.functional"), for names in
     # code the rules made up.
     _aliases: dict[str, str] = field(default_factory=dict)
+    # Names the port's source binds (see bound_names); computed from the source on first use
+    # unless set (a library module sets those of its pruned source).
+    bound: frozenset[str] | None = None
 
     def need(self, snippet: str, name: str) -> cst.Name:
-        """Record that the output uses ``name`` from support snippet ``snippet``."""
-        self.support.setdefault(snippet, set()).add(name)
-        return cst.Name(name)
+        """Record that the output uses ``name`` from support snippet ``snippet``; the name the
+        output calls it by, which is ``name`` unless the source defines that name itself (a
+        model function called ``chunk``), in which case the import is aliased (``chunk_``)."""
+        local = name
+        if self.bound is None:
+            self.bound = bound_names(ast.parse(self.source.text))
+        while local in self.bound:
+            local += "_"
+        self.support.setdefault(snippet, set()).add(name if local == name else f"{name} as {local}")
+        return cst.Name(local)
 
     def line_of(self, node: cst.CSTNode) -> int:
         hit = self._origin.get(id(node))

@@ -13,7 +13,7 @@ from pathlib import Path
 import libcst as cst
 
 from porter import __version__, transitive
-from porter.engine import PortContext, discover_rules, run_rules
+from porter.engine import PortContext, bound_names, discover_rules, run_rules
 from porter.errors import PorterError
 from porter.format import format_code
 from porter.header import edited_by_hand, read_header, seal
@@ -168,9 +168,13 @@ def rewrite_library(
     ctx.transitive = main.transitive
     ctx.complex_returns = main.complex_returns  # shared: each module adds what it returns
     ctx.record_source(module)
+    pruned = transitive.prune(module, lib.keep)
+    # Only what the port keeps can clash with a support name (diffusers' own Attention class
+    # is pruned when the support Attention stands for it).
+    ctx.bound = bound_names(ast.parse(pruned.code))
     for snippet, name in lib.support:
         ctx.need(snippet, name)
-    return run_rules(transitive.prune(module, lib.keep), ctx, discover_rules()), ctx
+    return run_rules(pruned, ctx, discover_rules()), ctx
 
 
 # Names of the files porter adds beside the model module; a model module never takes one.

@@ -547,3 +547,29 @@ def test_convert_weights_command_applies_the_ports_layout_plan(tmp_path: Path, c
         err
         == f"porter: error: {tmp_path / 'weights.py'}: cannot read the port's weights.py: No such file or directory"
     )
+
+
+# 13. A model function named like a support helper: `def chunk(x)` beside `x.chunk(2)` would
+# call itself once the support import shadowed it (or be shadowed). The support name is
+# imported under an alias instead.
+NAME_CLASH = """
+import torch
+import torch.nn.functional as F
+
+
+def chunk(x):
+    a, b = x.chunk(2, dim=-1)
+    return a * F.gelu(b, approximate="tanh")
+
+
+def gelu(x, layer_norm=None):
+    return F.gelu(chunk(x)) + F.layer_norm(x[..., :4], (4,))
+"""
+
+
+def test_support_names_do_not_shadow_model_functions(tmp_path: Path) -> None:
+    tm, mm, _ = port_and_import(tmp_path, "clash", NAME_CLASH)
+    code = _code(tmp_path, "clash")
+    assert "from .support import chunk as chunk_, layer_norm as layer_norm_" in code
+    x = torch.randn(3, 8, generator=torch.Generator().manual_seed(11))
+    _err("model functions named chunk and gelu", tm.gelu(x), mm.gelu(_mx(x)), 1e-5)
