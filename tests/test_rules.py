@@ -143,6 +143,52 @@ CASES = [
     pytest.param(
         """\
         import torch
+
+
+        class Proc:
+            def __init__(self):
+                if not hasattr(torch.nn.functional, "scaled_dot_product_attention"):
+                    raise ImportError("needs PyTorch 2.0")
+
+
+        class Empty:
+            def __init__(self):
+                pass
+
+
+        def f(x, ids, flag, cos, sin):
+            x = x.contiguous()
+            cos, sin = cos.to(x.device), sin.to(x.device)
+            if ids.device.type == "mps":
+                ids = ids.to("cpu")
+            device = x.device if flag else x.device
+            ids = [ids]
+            x = (x,)
+            return x, ids, device, cos, sin
+        """,
+        """\
+        import mlx.core as mx
+
+
+        class Proc:
+            pass
+
+
+        class Empty:
+            pass
+
+
+        def f(x, ids, flag, cos, sin):
+            device = mx.default_device()
+            ids = [ids]
+            x = (x,)
+            return x, ids, device, cos, sin
+        """,
+        id="no-op-code-left-by-rewrites",
+    ),
+    pytest.param(
+        """\
+        import torch
         from torch import nn
 
 
