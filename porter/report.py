@@ -173,6 +173,11 @@ def _names(source: Source, ctx: PortContext) -> list[NameUse]:
         elif root == "torch":
             via, reason = _op_target(name)
             use = NameUse(name, line, "mapped", via, reason)
+        elif root == "numpy":
+            use = NameUse(name, line, "kept", "", "NumPy runs beside MLX; the import is kept")
+        elif _op_rows_under(name) and _uses_attributes(source, name):
+            rows = _op_rows_under(name)
+            use = NameUse(name, line, "mapped", "ops.toml", f"its uses map through rules/ops.toml ({rows})")
         else:
             use = NameUse(name, line, "dropped", "", "not used by the ported code; import removed")
         # A module whose attributes are left unported (torch.special.erfcx under torch).
@@ -183,6 +188,32 @@ def _names(source: Source, ctx: PortContext) -> list[NameUse]:
             )
         names.append(use)
     return names
+
+
+def _uses_attributes(source: Source, name: str) -> bool:
+    """Whether the source reads an attribute of the module it imports as ``name``'s last part
+    (``logging.get_logger`` for ``from diffusers.utils import logging``)."""
+    local = name.rpartition(".")[2]
+    return any(
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == local
+        for node in ast.walk(ast.parse(source.text))
+    )
+
+
+def _op_rows_under(name: str) -> str:
+    """The op-table rows for attributes of module ``name`` (diffusers.utils.logging's
+    get_logger), as "a -> b" text; empty when there are none."""
+    from porter.rules._table import op_table
+
+    rows = [
+        f"{key} -> {row.mlx or row.expr}"
+        for (kind, key), found in sorted(op_table().rows.items())
+        if kind == "function" and key.startswith(name + ".")
+        for row in found[:1]
+    ]
+    return ", ".join(rows)
 
 
 def _op_target(name: str) -> tuple[str, str]:

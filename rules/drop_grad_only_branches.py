@@ -43,6 +43,8 @@ def _bool(value: bool) -> cst.Name:
 
 # Probes for torch backends and kernels an MLX port never has: they answer False.
 _BACKEND_PROBES = {"torch.cuda.is_available"}
+# Device types an MLX port never runs on, as compared in `x.device.type == "npu"`.
+_NEVER_DEVICES = {"cuda", "npu", "xla", "hpu", "xpu", "meta"}
 _LIBRARY_PROBES = (".is_torch_npu_available", ".is_torch_xla_available", ".is_xformers_available")
 
 
@@ -83,6 +85,35 @@ class DropGradOnlyBranches(Rule):
             if target is not None and target.split(".")[0] == "torch":
                 self.applied()
                 return _bool(True)
+        return updated_node
+
+    def leave_Comparison(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        """``x.device.type == "npu"`` (or ``!=``): a device an MLX port never runs on is a
+        constant; ``"mps"`` asks about the GPU, as torch.backends.mps.is_available does."""
+        if len(updated_node.comparisons) != 1:
+            return updated_node
+        test = updated_node.comparisons[0]
+        left, right = updated_node.left, test.comparator
+        if isinstance(left, cst.SimpleString):
+            left, right = right, left
+        if not (
+            isinstance(left, cst.Attribute)
+            and left.attr.value == "type"
+            and isinstance(left.value, cst.Attribute)
+            and left.value.attr.value == "device"
+            and isinstance(right, cst.SimpleString)
+            and isinstance(test.operator, (cst.Equal, cst.NotEqual))
+        ):
+            return updated_node
+        device = right.evaluated_value
+        equal = isinstance(test.operator, cst.Equal)
+        if device in _NEVER_DEVICES:
+            self.applied()
+            return _bool(not equal)
+        if device == "mps":
+            self.applied()
+            probe = cst.Call(func=self.ctx.need("dtypes", "mps_is_available"))
+            return probe if equal else cst.UnaryOperation(cst.Not(), probe)
         return updated_node
 
     def leave_UnaryOperation(self, original_node, updated_node):  # type: ignore[no-untyped-def]

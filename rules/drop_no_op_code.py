@@ -20,7 +20,8 @@ After::
 
 Fix safety: a self-assignment ``x = x`` (or ``a, b = a, b``) binds each name to the object it
 already holds; ``x if c else x`` is ``x`` whatever ``c`` is. Both are removed only when no call
-can run in them except ``mx.default_device()``, which has no effect. An ``if`` whose body only
+can run in them except ``mx.default_device()`` and the support ``mps_is_available()``, which
+have no effect. An ``if`` whose body only
 held such statements (and that has no ``else``) goes too, under the same condition on its
 test. An ``__init__`` that takes only ``self`` and does nothing is removed; Python's default
 constructor does the same.
@@ -34,7 +35,8 @@ from porter.engine import Rule
 
 from ._common import code
 
-_PURE_CALLS = {"mx.default_device"}
+# Calls with no effect that porter itself writes: MLX's default device and the MPS probe.
+_PURE_CALLS = {"mx.default_device", "mps_is_available"}
 
 
 class DropNoOpCode(Rule):

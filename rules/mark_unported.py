@@ -16,12 +16,13 @@ import sys
 
 import libcst as cst
 
-from porter.engine import MECHANICAL, NEEDS_REVIEW, Finding, Rule
+from porter.engine import BLOCKER, MECHANICAL, NEEDS_REVIEW, Finding, Rule
 
 from ._common import code, is_tensor_receiver
-from ._table import mlx_outputs, torch_only_methods
+from ._table import OpRow, mlx_outputs, op_table, torch_only_methods
 
 _ALLOWED_ROOTS = {"mlx", "numpy"} | set(sys.stdlib_module_names)
+_PORT_ALIASES = {"mx": "mlx.core", "nn": "mlx.nn", "np": "numpy"}
 _STATEMENTS = (
     cst.SimpleStatementLine,
     cst.If,
@@ -66,6 +67,45 @@ class MarkUnported(Rule):
             MECHANICAL,
         )
 
+    # -- names the port's own imports need ----------------------------------------------------
+
+    def visit_Param(self, node: cst.Param) -> None:
+        self._reserved(node.name, node)
+
+    def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+        self._reserved(node.target, node)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self._reserved(node.target, node)
+
+    def visit_For(self, node: cst.For) -> None:
+        self._reserved(node.target, node.target)
+
+    def visit_WithItem(self, node: cst.WithItem) -> None:
+        if node.asname is not None:
+            self._reserved(node.asname.name, node)
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._reserved(node.name, node.name)
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self._reserved(node.name, node.name)
+
+    def _reserved(self, target: cst.BaseExpression, where: cst.CSTNode) -> None:
+        """A source name that the port's ``import mlx.core as mx`` (or ``mlx.nn as nn``, ``numpy
+        as np``) would take: the generated code would call the source's object instead."""
+        names = [target] if isinstance(target, cst.Name) else []
+        if isinstance(target, (cst.Tuple, cst.List)):
+            names = [e.value for e in target.elements if isinstance(e.value, cst.Name)]
+        for name in names:
+            if name.value in _PORT_ALIASES:
+                self.unported(
+                    where,
+                    f"the source binds `{name.value}`, the name the port imports "
+                    f"{_PORT_ALIASES[name.value]} as; rename it in the source",
+                    BLOCKER,
+                )
+
     def visit_Import(self, node: cst.Import) -> bool:
         return False
 
@@ -89,7 +129,12 @@ class MarkUnported(Rule):
         # A torch op usually has a 1:1 MLX op (a row in ops.toml); a library name needs a
         # symbol mapping or a port of its own, and someone must decide which.
         confidence = MECHANICAL if name.split(".")[0] == "torch" else NEEDS_REVIEW
-        self.unported(node, f"{name} has no MLX mapping", confidence)
+        rows = op_table().rows.get(("function", name), [])
+        if rows:  # mapped, but only for other arguments (a `when`/`unless` row)
+            fits = "; ".join(_row_condition(row) for row in rows)
+            self.unported(node, f"{name} is mapped only when {fits}; not for this call", confidence)
+        else:
+            self.unported(node, f"{name} has no MLX mapping", confidence)
         return True
 
     def on_leave(self, original_node, updated_node):  # type: ignore[no-untyped-def]
@@ -119,6 +164,13 @@ class MarkUnported(Rule):
             for f in mine
         ]
         return node.with_changes(leading_lines=[*node.leading_lines, *comments])  # type: ignore[attr-defined]
+
+
+def _row_condition(row: OpRow) -> str:
+    """What a conditional op row needs of a call: ``padding_mode="zeros"``, ``no generator``."""
+    parts = [f"{key}={value!r}" for key, value in row.when.items()]
+    parts += [f"no {key}" for key in row.unless]
+    return ", ".join(parts) or "always"
 
 
 RULE = MarkUnported

@@ -24,8 +24,9 @@ makes the same choice when the module is built::
 Fix safety: an MLX module's parameters are its array attributes, except those whose name
 starts with ``_`` or that live outside the module's dict. A persistent buffer is in torch's
 state dict, so it stays a public attribute and loads with the weights; a non-persistent one is
-not, so it takes a leading ``_`` everywhere in its class (the helper: it is kept outside the
-module's dict) and strict loading sees the same keys on both sides. A call whose value is not
+not, so it takes a leading ``_`` everywhere in its class and where another class reads it
+(``self.rope.freqs``; a ``getattr`` by string is reported), and strict loading sees the same
+keys on both sides (the helper keeps it outside the module's dict instead). A call whose value is not
 its second positional argument is kept and reported.
 """
 
@@ -73,6 +74,24 @@ class RewriteBuffers(Rule):
     description = "self.register_buffer(...) -> an attribute (non-persistent ones named _x)"
     order = 56
 
+    def visit_Module(self, node: cst.Module) -> None:
+        """Non-persistent buffer names read from outside their class (``self.rope.freqs``)
+        follow the rename, unless the module also sets an attribute of that name otherwise."""
+        hidden: set[str] = set()
+        assigned: set[str] = set()
+
+        class Find(cst.CSTVisitor):
+            def visit_Call(self, call: cst.Call) -> None:
+                if _buffer_call(call) and _persistent(call) is False and _literal_name(call):
+                    hidden.add(_literal_name(call))  # type: ignore[arg-type]
+
+            def visit_AssignTarget(self, target: cst.AssignTarget) -> None:
+                if isinstance(target.target, cst.Attribute):
+                    assigned.add(target.target.attr.value)
+
+        node.visit(Find())
+        self._outside = hidden - assigned
+
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         hidden: set[str] = set()
 
@@ -96,7 +115,28 @@ class RewriteBuffers(Rule):
         if name and getattr(self, "_hidden", None) and name in self._hidden[-1]:
             self.applied()
             return updated_node.with_changes(attr=cst.Name(f"_{name}"))
+        attr = original_node.attr.value
+        if name is None and attr in self._outside and self.imported(original_node) is None:
+            self.applied()  # another module's buffer: self.rope.freqs -> self.rope._freqs
+            return updated_node.with_changes(attr=cst.Name(f"_{attr}"))
         return updated_node
+
+    def visit_Call(self, node: cst.Call) -> None:
+        """``getattr(obj, "freqs")`` names a renamed buffer in a string: reported."""
+        if (
+            isinstance(node.func, cst.Name)
+            and node.func.value in ("getattr", "hasattr", "setattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1].value, cst.SimpleString)
+            and node.args[1].value.evaluated_value in self._outside
+        ):
+            self.unported(
+                node,
+                f"{node.func.value}() names non-persistent buffer "
+                f"{node.args[1].value.evaluated_value!r}, which the port calls "
+                f"'_{node.args[1].value.evaluated_value}'",
+                NEEDS_REVIEW,
+            )
 
     def leave_Expr(self, original_node, updated_node):  # type: ignore[no-untyped-def]
         call = _buffer_call(updated_node.value)

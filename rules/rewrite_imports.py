@@ -79,7 +79,12 @@ class RewriteImports(Rule):
         imports = self.ctx.imports | self._numpy
         lines += sorted(i for i in imports if i.startswith("import "))
         lines += sorted(i for i in imports if i.startswith("from "))
-        names = sorted({n for names in self.ctx.support.values() for n in names})
+        # Only names the output still uses: a later fold may have dropped a call a rule wrote.
+        names = sorted(
+            n
+            for n in {n for names in self.ctx.support.values() for n in names}
+            if n.rpartition(" as ")[2] in used
+        )
         if names:
             lines.append(f"from .support import {', '.join(names)}")
         for stem, bound in sorted(self._ported.items()):

@@ -11,8 +11,10 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import torch
+from mlx.utils import tree_flatten
 
 from porter.pipeline import port
+from tests.porting import port_and_import
 
 BUFFERS = """\
 import torch
@@ -89,3 +91,44 @@ def test_tensor_methods_mlx_lacks_are_marked(tmp_path) -> None:
     assert messages == ["Tensor.addcmul()", "Tensor.masked_fill()"]
     assert all(f.confidence == "mechanical" for f in result.ctx.findings)
     assert "# XXX(porter unported, mark-unported): Tensor.addcmul()" in result.files["meth.py"]
+
+
+OUTSIDE_READ = """
+import torch
+from torch import nn
+
+
+class Rope(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.register_buffer("freqs", torch.arange(dim).float() / dim, persistent=False)
+
+    def forward(self, x):
+        return x * self.freqs
+
+
+class Block(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.rope = Rope(dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        return self.proj(self.rope(x)) + self.rope.freqs
+"""
+
+
+def test_a_non_persistent_buffer_read_from_another_class_follows_the_rename(tmp_path) -> None:
+    tm, mm, _ = port_and_import(tmp_path, "outside", OUTSIDE_READ)
+    torch_block = tm.Block(8)
+    block = mm.Block(8)
+    block.proj.weight = mx.array(torch_block.proj.weight.detach().numpy())
+    block.proj.bias = mx.array(torch_block.proj.bias.detach().numpy())
+    # The buffer stays out of the parameters, as it stays out of torch's state dict.
+    state = {k for k, _ in tree_flatten(block.parameters())}
+    assert state == set(torch_block.state_dict()) == {"proj.weight", "proj.bias"}
+    x = torch.randn(2, 8, generator=torch.Generator().manual_seed(1))
+    ref = torch_block(x).detach().numpy()
+    err = float(np.abs(np.array(block(mx.array(x.numpy()))) - ref).max())
+    print(f"buffer read from another class: max abs err {err:.2e}")
+    assert err <= 1e-5

@@ -123,3 +123,28 @@ def test_schema_is_strict_about_confidence_classes() -> None:
     }
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema["properties"]["unported"]["items"])
+
+
+USED_IMPORTS = """\
+import numpy as np
+import torch
+from diffusers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+
+def scale(x):
+    return x * float(np.sqrt(2.0)) + torch.ones(1)
+"""
+
+
+def test_numpy_and_mapped_module_attributes_are_not_reported_dropped(tmp_path, capsys) -> None:
+    src = tmp_path / "used.py"
+    src.write_text(USED_IMPORTS)
+    report = tmp_path / "report.json"
+    assert main(["port", str(src), "-o", str(tmp_path / "out"), "--report", str(report)]) == 0
+    names = {n["name"]: n for n in json.loads(report.read_text())["names"]}
+    assert names["numpy"]["resolution"] == "kept"
+    assert names["diffusers.utils.logging"]["resolution"] == "mapped"
+    assert "logging.getLogger" in names["diffusers.utils.logging"]["reason"]
+    assert "import numpy as np" in (tmp_path / "out" / "used.py").read_text()

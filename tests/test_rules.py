@@ -188,6 +188,28 @@ CASES = [
     ),
     pytest.param(
         """\
+        def f(x, mask):
+            is_npu = x.device.type == "npu"
+            if x.device.type == "mps":
+                x = x.float()
+            if mask.device.type != "cuda":
+                mask = mask.bool()
+            return x, mask, is_npu
+        """,
+        """\
+        import mlx.core as mx
+        from .support import mps_is_available
+        def f(x, mask):
+            is_npu = False
+            if mps_is_available():
+                x = x.astype(mx.float32)
+            mask = mask.astype(mx.bool_)
+            return x, mask, is_npu
+        """,
+        id="device-type-comparisons",
+    ),
+    pytest.param(
+        """\
         import torch
         from torch import nn
 
@@ -472,7 +494,7 @@ CASES += [
         def f(x, n, g):
             x = x.reshape((n, 2, -1)).reshape(-1).reshape(n, -1)
             y = mx.einsum("nhwc->nchw", x)
-            # XXX(porter unported, mark-unported): torch.rand has no MLX mapping
+            # XXX(porter unported, mark-unported): torch.rand is mapped only when no generator; not for this call
             return layer_norm(y, (4,), eps=1e-6), rand(n, 3), torch.rand(n, generator=g)
         """,
         id="reshape-shape-keyword-einsum-layer-norm-rand-without-a-generator",
@@ -527,6 +549,49 @@ def test_unported_construct_is_a_finding_with_its_source_line() -> None:
     )
     assert [(f.line, f.rule) for f in findings] == [(6, "mark-unported")]
     assert "torch.special.erfcx" in findings[0].message
+
+
+def test_source_names_the_port_imports_as_are_blockers() -> None:
+    _, findings = port_text(
+        """\
+        import numpy as np
+        import torch
+        from torch import nn
+
+
+        def f(x, np_scale):
+            mx = x.max(dim=-1, keepdim=True).values
+            for nn in range(2):
+                x = x * np.float32(np_scale)
+            return torch.cat([x, x], dim=-1) / mx
+        """
+    )
+    found = [(f.line, f.confidence) for f in findings]
+    assert found == [(7, "blocker"), (8, "blocker")], findings
+    assert "binds `mx`" in findings[0].message and "binds `nn`" in findings[1].message
+
+
+def test_a_call_no_conditional_row_fits_is_marked_with_the_rows_condition() -> None:
+    code, findings = port_text(
+        """\
+        import torch
+        from torch import nn
+
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.reflect = nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")
+                self.zeros = nn.Conv2d(4, 4, 3, padding=1, padding_mode="zeros")
+
+            def forward(self, x, g):
+                return self.zeros(self.reflect(x)) + torch.randn(x.shape, generator=g)
+        """
+    )
+    assert [(f.line, f.confidence) for f in findings] == [(8, "mechanical"), (12, "mechanical")]
+    assert "padding_mode='zeros'" in findings[0].message
+    assert "no generator" in findings[1].message
+    assert "self.zeros = Conv2d(4, 4, 3, padding=1)" in code
 
 
 def test_library_mixins_and_decorators_are_dropped_and_config_kept() -> None:
