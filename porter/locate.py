@@ -75,11 +75,13 @@ def _module_name_for(path: Path) -> str:
     return ".".join(parts) or path.stem
 
 
-def locate(spec: str) -> Source:
+def locate(spec: str, near: Path | None = None) -> Source:
     """Resolve ``spec`` (a ``.py`` path or a dotted module name) to its source text.
 
     A dotted name is found by walking the package folders from ``importlib.util.find_spec`` of
     the top-level package, so no package code runs (importing diffusers would execute it).
+    ``near`` is a folder to look in when the top-level package is not importable: the folder
+    that holds the package of a file ported by path, so its sibling modules are found.
     """
     looks_like_path = spec.endswith(".py") or "/" in spec or "\\" in spec
     if looks_like_path or Path(spec).is_file():
@@ -101,14 +103,19 @@ def locate(spec: str) -> Source:
         top = importlib.util.find_spec(parts[0])
     except (ImportError, ValueError):
         top = None
-    if top is None:
+    beside = near / parts[0] if near is not None else None
+    if top is None and beside is not None and (beside / "__init__.py").is_file():
+        if len(parts) == 1:
+            return _read(beside / "__init__.py", spec)
+        folders = [beside]
+    elif top is None:
         raise PorterError(f"module {parts[0]!r} is not installed; pip install it first", spec)
-    if len(parts) == 1:
+    elif len(parts) == 1:
         if top.origin is None or not top.origin.endswith(".py"):
             raise PorterError("module has no Python source file", spec)
         return _read(Path(top.origin), spec)
-
-    folders = [Path(p) for p in (top.submodule_search_locations or [])]
+    else:
+        folders = [Path(p) for p in (top.submodule_search_locations or [])]
     for depth, part in enumerate(parts[1:], start=2):
         last = depth == len(parts)
         found: Path | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import libcst as cst
@@ -79,6 +80,7 @@ def plan(main: Source, symbols: dict[str, Any], main_stem: str) -> Plan:
     result = Plan()
     if "." not in main.module:  # a file outside any package has no library to follow
         return result
+    _NEAR[0] = package_root(main)
     work = [
         name
         for name in _used_imports(ast.parse(main.text), main.package).values()
@@ -144,18 +146,30 @@ def _imports(tree: ast.Module, package: str) -> dict[str, str]:
     return bound
 
 
-_LOADED: dict[str, LibraryModule | None] = {}
+_LOADED: dict[tuple[str, Path | None], LibraryModule | None] = {}
+# The folder holding the package of the file being ported by path (see package_root).
+_NEAR: list[Path | None] = [None]
+
+
+def package_root(source: Source) -> Path | None:
+    """The folder that holds ``source``'s top-level package, so modules beside it are found
+    even when that package is not importable (a user's own project folder)."""
+    if "." not in source.module:
+        return None
+    depth = source.module.count(".") + (1 if source.path.name == "__init__.py" else 0)
+    return source.path.parents[depth]
 
 
 def _load(module: str) -> LibraryModule | None:
-    if module not in _LOADED:
+    key = (module, _NEAR[0])
+    if key not in _LOADED:
         try:
-            source = locate(module)
+            source = locate(module, near=_NEAR[0])
         except PorterError:
-            _LOADED[module] = None
+            _LOADED[key] = None
         else:
-            _LOADED[module] = LibraryModule(source, ast.parse(source.text))
-    found = _LOADED[module]
+            _LOADED[key] = LibraryModule(source, ast.parse(source.text))
+    found = _LOADED[key]
     # A fresh keep-set per port; the parsed source is shared.
     return LibraryModule(found.source, found.tree) if found else None
 

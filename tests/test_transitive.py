@@ -270,3 +270,23 @@ def test_library_convs_join_the_ports_layout_plan(tmp_path, monkeypatch, keep_ta
     err = float(np.abs(reference - output).max())
     print(f"library conv, NCHW in ({'persistent' if keep_table else 'computed'} table): {err:.3g}")
     assert err <= 1e-5
+
+
+def test_a_sibling_module_is_followed_when_the_package_is_not_importable(tmp_path) -> None:
+    """A user's project folder is not on sys.path: `from .helpers import scale` is still
+    found beside the file, and ported."""
+    from porter.pipeline import port
+
+    pkg = tmp_path / "userpkg_not_on_path"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helpers.py").write_text(
+        "import torch\n\n\ndef scale(x):\n    return torch.cat([x, x], dim=-1)\n"
+    )
+    (pkg / "model.py").write_text(
+        "from .helpers import scale\n\n\ndef f(x):\n    return scale(x) * 2\n"
+    )
+    result = port(str(pkg / "model.py"), tmp_path / "out", command="test")
+    assert result.ctx.findings == []
+    assert "mx.concatenate" in (tmp_path / "out" / "helpers.py").read_text()
+    assert "from .helpers import scale" in (tmp_path / "out" / "model.py").read_text()
