@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import torch
 
     from porter.golden import GoldenCase
+    from porter.recipes import Recipe
 
 __all__ = ["BisectReport", "Cause", "Row", "add_parser", "bisect", "import_port", "print_report"]
 
@@ -631,6 +632,21 @@ def import_port(folder: Path) -> ModuleType:
     return package
 
 
+def check_port_source(folder: Path, recipe: Recipe) -> None:
+    """Raise if the port in ``folder`` records (in its ``__init__.py`` header) another source
+    than ``recipe``'s. A folder without a readable header is left to the import to judge."""
+    from porter.header import read_header
+
+    try:
+        header = read_header((folder / "__init__.py").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return
+    if header is not None and header.source != recipe.source:
+        raise PorterError(
+            f"{folder} is a port of {header.source}, not of {recipe.name} ({recipe.source})"
+        )
+
+
 def case_from_port(package: ModuleType, folder: Path, name: str | None) -> GoldenCase:
     """The golden case ``name`` (default: the first) from the golden test porter rendered into
     the port (``test_golden_<module>.py``): bisect runs exactly what that test compares."""
@@ -710,6 +726,8 @@ def _cmd_bisect(args: argparse.Namespace) -> int:
         except ImportError:
             raise PorterError("--plot needs matplotlib: pip install 'porter[plot]'") from None
         _check_plot_path(Path(args.plot))
+    folder = Path(args.port or recipe.outdir)
+    check_port_source(folder, recipe)
     try:
         from porter.golden import build_pair, case_inputs
 
@@ -719,7 +737,6 @@ def _cmd_bisect(args: argparse.Namespace) -> int:
             f"bisect needs torch and the model's library ({err}): pip install 'porter[test]'"
         ) from None
 
-    folder = Path(args.port or recipe.outdir)
     package = import_port(folder)
     case = case_from_port(package, folder, args.case)
     if not hasattr(package, "load_model"):
@@ -773,7 +790,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bp.add_argument("recipe", help="a built-in recipe with golden cases (z-image)")
+    from porter.cli import recipe_names
+
+    bp.add_argument(
+        "recipe", help=f"a built-in recipe with golden cases ({recipe_names(golden_only=True)})"
+    )
     bp.add_argument("--case", help="the golden case to run (default: the recipe's first)")
     bp.add_argument(
         "--port",

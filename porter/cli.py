@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -62,6 +63,8 @@ def _cmd_port(args: argparse.Namespace) -> int:
     if recipe is not None:
         spec, model_class, golden = recipe.source, recipe.model_class, recipe.golden
         outdir = outdir or recipe.outdir
+    else:
+        check_source(spec)
     if outdir is None:
         raise PorterError("missing -o OUTDIR (only built-in recipes have a default)", args.source)
     command = shlex.join(
@@ -95,6 +98,44 @@ def _cmd_port(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_source(spec: str) -> None:
+    """Raise the locate error for a SOURCE that is no file or module; a bare name that is
+    neither gets the list of recipes, since it is most likely a mistyped recipe."""
+    from porter.locate import locate
+
+    try:
+        locate(spec)
+    except PorterError:
+        if re.fullmatch(r"[\w-]+", spec) and not Path(spec).exists():
+            raise PorterError(
+                f"unknown recipe or module {spec!r}; recipes: {recipe_names()}"
+            ) from None
+        raise
+
+
+def recipe_names(golden_only: bool = False) -> str:
+    """The built-in recipes, in ``recipes.toml`` order, for help texts and errors."""
+    from porter.recipes import recipes
+
+    return ", ".join(name for name, recipe in recipes().items() if recipe.golden or not golden_only)
+
+
+def interrupted(err: BaseException) -> bool:
+    """Whether ``err`` is a KeyboardInterrupt or was raised while handling one (LibCST turns
+    an interrupt during metadata resolution into a KeyError whose context is the interrupt)."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [err]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        pending += [current.__cause__, current.__context__]
+    return False
+
+
 def check_report_path(path: Path) -> None:
     """Raise unless ``--report`` names a .md or .json file in an existing folder."""
     if path.suffix not in (".md", ".markdown", ".json"):
@@ -126,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    pp.add_argument("source", help="a .py path, a dotted module name, or a recipe (z-image)")
+    pp.add_argument(
+        "source", help=f"a .py path, a dotted module name, or a recipe ({recipe_names()})"
+    )
     pp.add_argument("-o", "--output", help="output folder (default for recipes: their folder)")
     pp.add_argument(
         "--strict", action="store_true", help="exit 1 if any construct is left unported"
@@ -195,12 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except PorterError as err:
-        print(f"porter: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("porter: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Exception) as err:
+        if interrupted(err):
+            print("porter: interrupted", file=sys.stderr)
+            return 130
+        if isinstance(err, PorterError):
+            print(f"porter: error: {err}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from porter.errors import PorterError
 from porter.locate import Source
 
 if TYPE_CHECKING:
@@ -729,7 +730,9 @@ def _runs(runs: list[tuple[str, bool]], color: str) -> Text:
 
 
 def render_html(diff: PortDiff, context: int | None) -> str:
-    """One self-contained HTML page (inline CSS, no scripts, no network assets)."""
+    """One self-contained HTML page (inline CSS, no scripts, no network assets), marked with
+    a generator tag by which a later ``--html`` knows it may replace the file."""
+    from porter import __version__
     from porter.render import render
 
     counts = diff.rule_counts()
@@ -750,6 +753,7 @@ def render_html(diff: PortDiff, context: int | None) -> str:
     ]
     return render(
         "diff.html.j2",
+        generator=f"porter diff {__version__}",
         source=str(diff.source.path),
         module=diff.source.display,
         output=diff.output_name,
@@ -810,7 +814,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("source", help="a .py path, a dotted module name, or a recipe (z-image)")
+    from porter.cli import recipe_names
+
+    parser.add_argument(
+        "source", help=f"a .py path, a dotted module name, or a recipe ({recipe_names()})"
+    )
     parser.add_argument(
         "--color",
         choices=["auto", "always", "never"],
@@ -837,7 +845,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--html",
         metavar="FILE",
-        help="write one self-contained HTML page to FILE instead of printing the diff",
+        help=(
+            "write one self-contained HTML page to FILE instead of printing the diff; an "
+            "existing FILE is replaced only if porter diff wrote it"
+        ),
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="with --html, replace FILE even if porter diff did not write it (never the source)",
     )
     parser.set_defaults(func=_cmd_diff)
     return parser
@@ -858,12 +874,20 @@ def _context_arg(text: str) -> int | None:
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
+    from porter.cli import check_source
+    from porter.recipes import recipes
+
+    if args.html:
+        check_html_folder(Path(args.html))
+    if args.source not in recipes():
+        check_source(args.source)
     diff = port_diff(args.source)
     if args.html:
-        from porter.write import write_files
+        from porter.write import write_text_atomic
 
         target = Path(args.html)
-        write_files(target.parent, {target.name: render_html(diff, args.context)})
+        check_html_target(target, diff.source.path, args.force)
+        write_text_atomic(target, render_html(diff, args.context))
         print(f"porter: wrote {target}", file=sys.stderr)
         return 0
     stream = sys.stdout
@@ -877,6 +901,51 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     else:
         page(text, pager)
     return 0
+
+
+def check_html_folder(target: Path) -> None:
+    """Raise unless ``--html`` names a file in a folder that exists (none is created)."""
+    folder = target.parent
+    if folder.exists() and not folder.is_dir():
+        raise PorterError("--html: not a folder", str(folder))
+    if not folder.is_dir():
+        raise PorterError("--html: no such folder", str(folder))
+    if target.is_dir() or (target.exists() and not target.is_file()):
+        raise PorterError("--html: exists and is not a regular file; not replacing it", str(target))
+
+
+def check_html_target(target: Path, source: Path, force: bool) -> None:
+    """Raise unless ``--html`` may write ``target``: never the source being diffed, and an
+    existing file only if it is a page porter diff wrote, or with ``--force``."""
+    check_html_folder(target)
+    if not target.exists():
+        return
+    if _same_file(target, source):
+        raise PorterError(
+            "--html: this is the source being diffed; not overwriting it", str(target)
+        )
+    if not force and not is_diff_page(target):
+        raise PorterError(
+            "--html: exists and is not a page porter diff wrote; pass --force to replace it",
+            str(target),
+        )
+
+
+def is_diff_page(path: Path) -> bool:
+    """Whether ``path`` starts like a page ``porter diff --html`` wrote (its generator tag)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    return re.search(rb'<meta name="generator" content="porter diff [^"]*">', head) is not None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _write(stream: TextIO, text: str) -> None:

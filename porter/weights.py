@@ -477,6 +477,20 @@ def _write_atomic(dst: Path, arrays: dict[str, mx.array]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _warn_without_plan(tensors: Mapping[str, mx.array], src: Path) -> None:
+    """Warn when a conversion without a layout plan keeps 3-D or 4-D tensors (likely conv
+    kernels) in torch's layout, which an MLX convolution does not take."""
+    kernels = [key for key, array in tensors.items() if array.ndim in (3, 4)]
+    if kernels:
+        log.warning(
+            "warning: %d tensor(s) of rank 3 or 4 in %s (first: %s) kept in torch's layout; "
+            "if they are convolution weights, pass --port DIR to apply the port's LAYOUT_PLAN",
+            len(kernels),
+            src,
+            kernels[0],
+        )
+
+
 def _overflows(before: mx.array, after: mx.array) -> bool:
     return bool(mx.any(mx.isinf(after) & ~mx.isinf(before)).item())
 
@@ -531,8 +545,18 @@ def convert_weights(
         out[key] = array
 
     unmatched = tuple(r.pattern for r in layout.transforms if r.pattern not in used)
-    for pattern in unmatched:
-        log.warning("layout plan pattern %r matched no tensor in %s", pattern, src)
+    if plan is None:
+        _warn_without_plan(tensors, src)
+    elif layout.transforms and not used:
+        log.warning(
+            "warning: the layout plan matched no tensor in %s (none of its %d rows); "
+            "is it the plan of another model? check --port",
+            src,
+            len(layout.transforms),
+        )
+    else:
+        for pattern in unmatched:
+            log.warning("layout plan pattern %r matched no tensor in %s", pattern, src)
     if overflowed:
         log.warning(
             "%d tensor(s) overflow float16 and now hold inf, first %r; use --dtype bfloat16",

@@ -262,6 +262,21 @@ def test_port_folder_that_is_not_a_package(tmp_path, capsys) -> None:
     assert "not a ported package (no __init__.py)" in err
 
 
+def test_port_of_another_recipe_names_both_sources(capsys) -> None:
+    sd3 = ROOT / "generated" / "sd3"
+    err = one_line_error(["bisect", "flux", "--port", str(sd3)], capsys)
+    assert err == (
+        f"porter: error: {sd3} is a port of diffusers.models.transformers.transformer_sd3, "
+        "not of flux (diffusers.models.transformers.transformer_flux)"
+    )
+
+
+def test_an_edited_copy_of_another_recipes_port_is_refused(tmp_path, capsys) -> None:
+    port = plant(tmp_path, QK_NORM_EPS)
+    err = one_line_error(["bisect", "lumina2", "--port", str(port)], capsys)
+    assert f"{port} is a port of diffusers.models.transformers.transformer_z_image" in err
+
+
 def test_port_that_does_not_import_names_file_and_line(tmp_path, capsys) -> None:
     port = plant(tmp_path, [("weights.py", r"\nimport json\n", "\nimport json(\n")])
     err = one_line_error(["bisect", "z-image", "--port", str(port)], capsys)

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from porter.cli import main
+from porter.recipes import recipes
 from tests.porting import GATE
 
 
@@ -86,3 +87,39 @@ def test_console_script_runs_from_another_directory(tmp_path) -> None:
         check=False,
     )
     assert proc.returncode == 0 and "example" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("spec", "expect"),
+    [
+        pytest.param("nonexistent.py", "nonexistent.py: no such file", id="missing-file"),
+        pytest.param(
+            "flux2",
+            "unknown recipe or module 'flux2'; recipes: " + ", ".join(recipes()),
+            id="mistyped-recipe",
+        ),
+    ],
+)
+def test_a_missing_source_is_named_before_the_missing_output(capsys, spec, expect) -> None:
+    code, err = run(["port", spec], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and expect in err, err
+    assert "-o OUTDIR" not in err
+
+
+def test_an_existing_source_without_output_asks_for_it(tmp_path, capsys) -> None:
+    src = tmp_path / "gate.py"
+    src.write_text(GATE)
+    code, err = run(["port", str(src)], capsys)
+    assert code == 2 and "missing -o OUTDIR" in err and str(src) in err
+
+
+@pytest.mark.parametrize("command", ["port", "diff", "bisect"])
+def test_help_lists_every_recipe(capsys, monkeypatch, command) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # no wrapping inside a hyphenated recipe name
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    # bisect takes only the recipes with golden cases
+    names = [name for name, r in recipes().items() if r.golden or command != "bisect"]
+    assert len(names) > 1 and f"({', '.join(names)})" in out, out

@@ -302,6 +302,7 @@ def test_no_pager_prints_to_the_terminal(source: Path, tmp_path: Path, monkeypat
 
 def write_html(source: Path, tmp_path: Path, capsys) -> str:
     out = tmp_path / "report" / "diff.html"
+    out.parent.mkdir(exist_ok=True)
     assert main(["diff", str(source), "--html", str(out)]) == 0
     captured = capsys.readouterr()
     assert captured.out == "" and f"wrote {out}" in captured.err
@@ -330,6 +331,63 @@ def test_html_shows_rule_badges_and_the_legend(source: Path, tmp_path: Path, cap
     assert RULE.description in html  # the legend
     assert "Block.forward ↔ __call__" in html
     assert "x.ndim &gt; 1" in html  # code is escaped, not markup
+
+
+GENERATOR = re.compile(r'<meta name="generator" content="porter diff [^"]+">')
+
+
+def test_html_names_porter_diff_as_its_generator(source: Path, tmp_path: Path, capsys) -> None:
+    head = write_html(source, tmp_path, capsys).split("</head>")[0]
+    assert GENERATOR.search(head)
+
+
+def test_html_replaces_a_page_porter_diff_wrote(source: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "diff.html"
+    out.write_text('<!DOCTYPE html>\n<meta name="generator" content="porter diff 0.0.1">\nold')
+    assert main(["diff", str(source), "--html", str(out)]) == 0
+    assert "Block.forward" in out.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]], ids=["plain", "force"])
+def test_html_never_overwrites_the_source(source: Path, capsys, force: list[str]) -> None:
+    before = source.read_bytes()
+    assert main(["diff", str(source), "--html", str(source), *force]) == 2
+    assert "source being diffed" in one_error_line(capsys)
+    assert source.read_bytes() == before
+
+
+def test_html_never_overwrites_the_source_through_a_link(
+    source: Path, tmp_path: Path, capsys
+) -> None:
+    link = tmp_path / "link.html"
+    link.symlink_to(source)
+    before = source.read_bytes()
+    assert main(["diff", str(source), "--html", str(link), "--force"]) == 2
+    assert "source being diffed" in one_error_line(capsys)
+    assert source.read_bytes() == before and link.is_symlink()
+
+
+def test_html_refuses_a_file_porter_diff_did_not_write_unless_forced(
+    source: Path, tmp_path: Path, capsys
+) -> None:
+    notes = tmp_path / "notes.html"
+    notes.write_text("<html>my notes</html>")
+    assert main(["diff", str(source), "--html", str(notes)]) == 2
+    err = one_error_line(capsys)
+    assert err.startswith(f"porter: error: {notes}: ") and "--force" in err
+    assert notes.read_text() == "<html>my notes</html>"
+
+    assert main(["diff", str(source), "--html", str(notes), "--force"]) == 0
+    assert GENERATOR.search(notes.read_text(encoding="utf-8"))
+
+
+def test_html_into_a_missing_folder_fails_and_creates_none(
+    source: Path, tmp_path: Path, capsys
+) -> None:
+    missing = tmp_path / "nonexist"
+    assert main(["diff", str(source), "--html", str(missing / "d.html")]) == 2
+    assert one_error_line(capsys) == f"porter: error: {missing}: --html: no such folder"
+    assert not missing.exists()
 
 
 # -- a real browser --------------------------------------------------------------------------
@@ -423,7 +481,10 @@ def test_z_image_diff_attributes_the_polar_line_to_the_rope_rule() -> None:
     assert len(config) == 1 and config[0].rules == ("resolve-library-symbols",)
     titles = [block.title for block in diff.blocks]
     assert "ZImageTransformer2DModel.forward ↔ __call__" in titles
-    assert not [t for t in titles if t.endswith(("(removed)", "(added)")) and "header" not in t]
+    # The one block the port removes: a constructor left empty once its PyTorch version check
+    # is gone (drop_no_op_code).
+    changed = [t for t in titles if t.endswith(("(removed)", "(added)")) and "header" not in t]
+    assert len(changed) == 1 and "ZSingleStreamAttnProcessor.__init__" in changed[0], changed
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -443,6 +504,7 @@ def one_error_line(capsys) -> str:
         pytest.param("/nonexistent/model.py", "/nonexistent/model.py: no such file", id="file"),
         pytest.param("not_a_package_xyz.m", "not_a_package_xyz.m: module", id="module"),
         pytest.param("a b", "a b: not a .py path", id="not-a-name"),
+        pytest.param("flux2", "unknown recipe or module 'flux2'; recipes: z-image", id="recipe"),
     ],
 )
 def test_a_missing_source_is_one_line_and_exit_2(capsys, spec: str, expect: str) -> None:

@@ -142,6 +142,52 @@ def test_ctrl_c_is_one_line_and_exit_130(gate, tmp_path, capsys, monkeypatch) ->
     assert code == 130 and err == "porter: interrupted\n"
 
 
+def _key_error_during_interrupt() -> None:
+    """What LibCST raises when Ctrl-C lands in metadata resolution."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        raise KeyError("ScopeProvider")  # its context is the interrupt
+
+
+def _error_caused_by_a_chained_interrupt() -> None:
+    try:
+        _key_error_during_interrupt()
+    except KeyError as err:
+        raise RuntimeError("metadata resolution failed") from err
+
+
+@pytest.mark.parametrize(
+    "raise_",
+    [
+        pytest.param(_key_error_during_interrupt, id="context"),
+        pytest.param(_error_caused_by_a_chained_interrupt, id="cause-of-context"),
+    ],
+)
+def test_an_error_raised_while_handling_ctrl_c_is_an_interrupt(
+    gate, tmp_path, capsys, monkeypatch, raise_
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise_()
+
+    monkeypatch.setattr("porter.pipeline.generate", interrupted)
+    code, err = run(["port", str(gate), "-o", str(tmp_path / "out")], capsys)
+    assert code == 130 and err == "porter: interrupted\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_error_without_an_interrupt_is_not_called_one(gate, tmp_path, monkeypatch) -> None:
+    def fails(*args: object, **kwargs: object) -> None:
+        try:
+            raise ValueError("inner")
+        except ValueError:
+            raise KeyError("outer")
+
+    monkeypatch.setattr("porter.pipeline.generate", fails)
+    with pytest.raises(KeyError, match="outer"):
+        main(["port", str(gate), "-o", str(tmp_path / "out")])
+
+
 @pytest.mark.parametrize(
     "data",
     [

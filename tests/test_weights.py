@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -673,3 +675,42 @@ def test_plan_row_with_ndim_passes_other_ranks_through(tmp_path: Path) -> None:
 def test_plan_row_ndim_must_be_a_rank(ndim) -> None:
     with pytest.raises(PorterError, match="not a rank"):
         LayoutPlan.coerce([{"pattern": "*.w", "transpose": [1, 0], "ndim": ndim}])
+
+
+def _convert_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    """``porter convert-weights`` in a child process, so that its stderr is the real one."""
+    return subprocess.run(
+        [sys.executable, "-m", "porter", "convert-weights", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
+def test_conv_shaped_tensors_without_a_port_are_warned_about(tmp_path: Path) -> None:
+    src, _ = _conv_checkpoint(tmp_path)
+    proc = _convert_cli(str(src), "-o", str(tmp_path / "out.safetensors"))
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "--port" in line]
+    assert len(warnings) == 1 and "1 tensor(s) of rank 3 or 4" in warnings[0], proc.stderr
+
+
+def test_no_warning_without_conv_shaped_tensors(tmp_path: Path) -> None:
+    src = _save(tmp_path / "model.safetensors", _tensors())
+    proc = _convert_cli(str(src), "-o", str(tmp_path / "out.safetensors"))
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_a_port_whose_plan_matches_no_tensor_is_warned_about(tmp_path: Path) -> None:
+    src, _ = _conv_checkpoint(tmp_path)
+    port = tmp_path / "other_port"
+    port.mkdir()
+    (port / "weights.py").write_text(
+        'LAYOUT_PLAN = [\n    {"pattern": "*.conv_in.weight", "transpose": [0, 2, 3, 1], "ndim": 4},\n'
+        '    {"pattern": "*.conv_out.weight", "transpose": [0, 2, 3, 1], "ndim": 4},\n]\n'
+    )
+    proc = _convert_cli(str(src), "-o", str(tmp_path / "out.safetensors"), "--port", str(port))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "layout plan matched no tensor" in lines[0], proc.stderr
