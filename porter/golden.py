@@ -12,8 +12,9 @@ recipe (`templates/golden_test.py.j2`) call it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "GoldenCase",
     "assert_close",
     "build_pair",
+    "build_torch",
     "case_inputs",
     "compare",
     "randomize_",
@@ -48,7 +50,8 @@ def randomize_(module: torch.nn.Module, seed: int, std: float = 0.1) -> torch.nn
     """Overwrites every parameter and floating buffer of `module` with seeded noise, in place.
 
     Norm weights become ``1 + std * randn`` and everything else ``std * randn``, so zero-initialised
-    parameters (pad tokens, biases, adaLN projections) take part in the comparison too. Raises if
+    parameters (pad tokens, biases, adaLN projections) take part in the comparison too.
+    Non-persistent buffers, which no checkpoint holds, are left as the model computed them. Raises if
     a parameter ends up all zeros. Returns `module`.
     """
     gen = torch.Generator().manual_seed(seed)
@@ -65,8 +68,11 @@ def randomize_(module: torch.nn.Module, seed: int, std: float = 0.1) -> torch.nn
             param.copy_(noise.to(param.dtype))
             if not torch.count_nonzero(param):
                 raise AssertionError(f"randomize_: parameter {name} is all zeros")
+        # Non-persistent buffers (RoPE's inv_freq) are not in the checkpoint: the port
+        # computes them from the config, so they keep the values the model computed.
+        persistent = set(module.state_dict())
         for name, buf in module.named_buffers():
-            if buf.is_floating_point():
+            if buf.is_floating_point() and name in persistent:
                 buf.copy_(torch.randn(buf.shape, generator=gen).to(buf.dtype) * std)
     return module
 
@@ -113,10 +119,28 @@ def _leaves(reference: Any, candidate: Any, path: str) -> Iterator[tuple[str, An
         )
         for i, (ref, cand) in enumerate(zip(reference, candidate)):
             yield from _leaves(ref, cand, f"{path}[{i}]")
+    elif isinstance(reference, Mapping):  # a transformers ModelOutput: its fields set
+        fields = _fields(candidate)
+        assert fields is not None, f"{path}: fields vs {type(candidate).__name__}"
+        assert set(reference) == set(fields), (
+            f"{path}: fields {sorted(reference)} vs {sorted(fields)}"
+        )
+        for key in reference:
+            yield from _leaves(reference[key], fields[key], f"{path}.{key}")
     elif reference is None:
         assert candidate is None, f"{path}: None vs {type(candidate).__name__}"
     else:
         yield path, reference, candidate
+
+
+def _fields(output: Any) -> dict[str, Any] | None:
+    """The fields of a mapping or a dataclass output that are not None."""
+    if isinstance(output, Mapping):
+        return dict(output)
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        values = {f.name: getattr(output, f.name) for f in dataclasses.fields(output)}
+        return {key: value for key, value in values.items() if value is not None}
+    return None
 
 
 @dataclass(frozen=True)
@@ -185,6 +209,10 @@ class GoldenCase:
     ``inputs(gen)`` returns ``(args, kwargs)`` of torch tensors (nested in lists where the model
     takes lists) built from the seeded generator; the MLX side gets the same values through
     `to_mx`. ``rel`` is the bound relative to the output scale, see `Error.relative_bound`.
+
+    Without ``config_class`` the model takes the config as keyword arguments (diffusers);
+    with it, one config object, ``config_class(**config)`` (transformers). ``model_class``
+    names the class when a recipe's cases build more than one.
     """
 
     name: str
@@ -192,6 +220,15 @@ class GoldenCase:
     inputs: Callable[[torch.Generator], tuple[tuple[Any, ...], dict[str, Any]]]
     seed: int = 0
     rel: float = 1e-4
+    config_class: Callable[..., Any] | None = None
+    model_class: str | None = None
+
+
+def build_torch(torch_class: type[torch.nn.Module], case: GoldenCase) -> torch.nn.Module:
+    """The torch model at the case's config: keyword arguments, or one config object."""
+    if case.config_class is None:
+        return torch_class(**case.config)
+    return torch_class(case.config_class(**case.config))
 
 
 def build_pair(
@@ -208,7 +245,7 @@ def build_pair(
     from porter.cli import main as porter_main
 
     torch.manual_seed(case.seed)
-    torch_model = torch_class(**case.config).eval()
+    torch_model = build_torch(torch_class, case).eval()
     randomize_(torch_model, case.seed)
     checkpoint = folder / "torch"
     torch_model.save_pretrained(checkpoint)

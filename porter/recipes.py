@@ -29,6 +29,8 @@ class Recipe:
     outdir: str
     model_class: str
     golden: GoldenSpec | None = field(default=None)
+    # The source's top-level names to port, with what they use; None ports the whole module.
+    keep: list[str] | None = None
 
 
 @cache
@@ -45,5 +47,6 @@ def recipes() -> dict[str, Recipe]:
             golden=GoldenSpec(golden["rel"], golden["tolerance"].strip(), golden["cases"])
             if golden
             else None,
+            keep=row.get("keep"),
         )
     return out
