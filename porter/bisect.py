@@ -669,7 +669,12 @@ def case_from_port(package: ModuleType, folder: Path, name: str | None) -> Golde
 
 
 def _strict_load_error(
-    package: ModuleType, model_class: str, config_path: Path, weights_path: Path, err: Exception
+    package: ModuleType,
+    model_class: str,
+    config_path: Path,
+    weights_path: Path,
+    err: Exception,
+    config_class: Any = None,
 ) -> PorterError:
     """Names the first key on which the port's model and the converted checkpoint disagree."""
     import mlx.core as mx
@@ -678,7 +683,14 @@ def _strict_load_error(
     config = json.loads(Path(config_path).read_text())
     kwargs = {key: value for key, value in config.items() if not key.startswith("_")}
     try:
-        model = getattr(package, model_class)(**kwargs)
+        if config_class is not None:  # a transformers model: one config object
+            port_config = getattr(package, config_class.__name__, None)
+            if port_config is None:
+                weights_module = importlib.import_module(f"{package.__name__}.weights")
+                port_config = getattr(weights_module, config_class.__name__)
+            model = getattr(package, model_class)(port_config(**config))
+        else:
+            model = getattr(package, model_class)(**kwargs)
     except (AttributeError, TypeError) as build_err:
         return PorterError(f"cannot build the port's {model_class} from config.json: {build_err}")
     expected = [key for key, _ in tree_flatten(model.parameters())]
@@ -731,7 +743,7 @@ def _cmd_bisect(args: argparse.Namespace) -> int:
     try:
         from porter.golden import build_pair, case_inputs
 
-        torch_class = getattr(importlib.import_module(recipe.source), recipe.model_class)
+        torch_module = importlib.import_module(recipe.source)
     except ImportError as err:
         raise PorterError(
             f"bisect needs torch and the model's library ({err}): pip install 'porter[test]'"
@@ -741,13 +753,17 @@ def _cmd_bisect(args: argparse.Namespace) -> int:
     case = case_from_port(package, folder, args.case)
     if not hasattr(package, "load_model"):
         raise PorterError("the port's package has no load_model", str(folder / "__init__.py"))
+    model_class = case.model_class or recipe.model_class
+    torch_class = getattr(torch_module, model_class)
 
     def load_strictly(config_path: Path, weights_path: Path) -> Any:
         try:
-            return package.load_model(config_path, weights_path)
+            return package.load_model(
+                config_path, weights_path, model_class=getattr(package, model_class)
+            )
         except (ValueError, TypeError) as err:
             raise _strict_load_error(
-                package, recipe.model_class, config_path, weights_path, err
+                package, model_class, config_path, weights_path, err, case.config_class
             ) from None
 
     with tempfile.TemporaryDirectory(prefix="porter-bisect-") as tmp:

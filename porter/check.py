@@ -130,7 +130,9 @@ def _check_one(folder: Path, command: str, on_disk: list[GeneratedFile]) -> Port
     first = on_disk[0]
     recorded = parse_port_command(command, f"{first.path}:2")
     source = _locate_recorded(recorded, folder, on_disk)
-    expected, ctx, library = generate(source, command, recorded.model_class, recorded.golden)
+    expected, ctx, library = generate(
+        source, command, recorded.model_class, recorded.golden, recorded.keep
+    )
     result.unported = sum(len(c.findings) for c in [ctx, *library])
     for generated in on_disk:
         name = generated.path.name
@@ -239,6 +241,7 @@ class RecordedPort:
     recipe_outdir: str | None
     model_class: str | None
     golden: object
+    keep: list[str] | None = None
 
 
 def parse_port_command(command: str, where: str) -> RecordedPort:
@@ -267,7 +270,13 @@ def parse_port_command(command: str, where: str) -> RecordedPort:
     if recipe is None:
         return RecordedPort(argv, args.source, args.output, None, None, None)
     return RecordedPort(
-        argv, recipe.source, args.output, recipe.outdir, recipe.model_class, recipe.golden
+        argv,
+        recipe.source,
+        args.output,
+        recipe.outdir,
+        recipe.model_class,
+        recipe.golden,
+        recipe.keep,
     )
 
 

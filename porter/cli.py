@@ -58,10 +58,15 @@ def _cmd_port(args: argparse.Namespace) -> int:
         raise PorterError("-o: the output folder is empty; pass a folder")
     if args.report:
         check_report_path(Path(args.report))
-    spec, outdir, model_class, golden = args.source, args.output, None, None
+    spec, outdir, model_class, golden, keep = args.source, args.output, None, None, None
     recipe = recipes().get(spec)
     if recipe is not None:
-        spec, model_class, golden = recipe.source, recipe.model_class, recipe.golden
+        spec, model_class, golden, keep = (
+            recipe.source,
+            recipe.model_class,
+            recipe.golden,
+            recipe.keep,
+        )
         outdir = outdir or recipe.outdir
     else:
         check_source(spec)
@@ -78,6 +83,7 @@ def _cmd_port(args: argparse.Namespace) -> int:
         strict=args.strict,
         golden=golden,
         force=args.force,
+        keep=keep,
     )
     for path in result.removed:
         print(f"porter: removed {path} (this port no longer generates it)", file=sys.stderr)

@@ -555,7 +555,7 @@ def port_diff(spec: str) -> PortDiff:
 
     recipe = recipes().get(spec)
     source = locate(recipe.source if recipe else spec)
-    module, ctx = rewrite(source)
+    module, ctx = rewrite(source, recipe.keep if recipe else None)
     command = shlex.join(["porter", "port", spec])
     files = render_files(source, module, ctx, command, recipe.model_class if recipe else None)
     name = _module_file(source, files)

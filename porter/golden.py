@@ -13,8 +13,9 @@ recipe (`templates/golden_test.py.j2`) call it.
 from __future__ import annotations
 
 import inspect
+import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "GoldenCase",
     "assert_close",
     "build_pair",
+    "build_torch",
     "case_inputs",
     "compare",
     "randomize_",
@@ -118,10 +120,28 @@ def _leaves(reference: Any, candidate: Any, path: str) -> Iterator[tuple[str, An
         )
         for i, (ref, cand) in enumerate(zip(reference, candidate)):
             yield from _leaves(ref, cand, f"{path}[{i}]")
+    elif isinstance(reference, Mapping):  # a transformers ModelOutput: its fields set
+        fields = _fields(candidate)
+        assert fields is not None, f"{path}: fields vs {type(candidate).__name__}"
+        assert set(reference) == set(fields), (
+            f"{path}: fields {sorted(reference)} vs {sorted(fields)}"
+        )
+        for key in reference:
+            yield from _leaves(reference[key], fields[key], f"{path}.{key}")
     elif reference is None:
         assert candidate is None, f"{path}: None vs {type(candidate).__name__}"
     else:
         yield path, reference, candidate
+
+
+def _fields(output: Any) -> dict[str, Any] | None:
+    """The fields of a mapping or a dataclass output that are not None."""
+    if isinstance(output, Mapping):
+        return dict(output)
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        values = {f.name: getattr(output, f.name) for f in dataclasses.fields(output)}
+        return {key: value for key, value in values.items() if value is not None}
+    return None
 
 
 @dataclass(frozen=True)
@@ -190,6 +210,10 @@ class GoldenCase:
     ``inputs(gen)`` returns ``(args, kwargs)`` of torch tensors (nested in lists where the model
     takes lists) built from the seeded generator; the MLX side gets the same values through
     `to_mx`. ``rel`` is the bound relative to the output scale, see `Error.relative_bound`.
+
+    Without ``config_class`` the model takes the config as keyword arguments (diffusers);
+    with it, one config object, ``config_class(**config)`` (transformers). ``model_class``
+    names the class when a recipe's cases build more than one.
     """
 
     name: str
@@ -197,6 +221,15 @@ class GoldenCase:
     inputs: Callable[[torch.Generator], tuple[tuple[Any, ...], dict[str, Any]]]
     seed: int = 0
     rel: float = 1e-4
+    config_class: Callable[..., Any] | None = None
+    model_class: str | None = None
+
+
+def build_torch(torch_class: type[torch.nn.Module], case: GoldenCase) -> torch.nn.Module:
+    """The torch model at the case's config: keyword arguments, or one config object."""
+    if case.config_class is None:
+        return torch_class(**case.config)
+    return torch_class(case.config_class(**case.config))
 
 
 def build_pair(
@@ -216,7 +249,7 @@ def build_pair(
     from porter.cli import main as porter_main
 
     torch.manual_seed(case.seed)
-    torch_model = torch_class(**case.config).eval()
+    torch_model = build_torch(torch_class, case).eval()
     randomize_(torch_model, case.seed)
     checkpoint = folder / "torch"
     torch_model.save_pretrained(checkpoint)

@@ -59,16 +59,18 @@ def port(
     strict: bool = False,
     golden: GoldenSpec | None = None,
     force: bool = False,
+    keep: list[str] | None = None,
 ) -> PortResult:
     """Port ``spec`` into ``outdir``. With ``strict``, nothing is written if anything is left
     unported. With ``golden`` (a recipe's cases), the package gets a golden test too. A file
     in ``outdir`` that porter did not write, that another port wrote, or that was edited
     since, is only overwritten with ``force``; a source file never is. Files an earlier run of
-    ``command`` wrote that this port no longer generates are removed."""
+    ``command`` wrote that this port no longer generates are removed. With ``keep`` (a
+    recipe's), only those top-level names of the source and what they use are ported."""
     if outdir.exists() and not outdir.is_dir():
         raise PorterError("output path is a file, not a folder", str(outdir))
     source = locate(spec)
-    files, ctx, library = generate(source, command, model_class, golden)
+    files, ctx, library = generate(source, command, model_class, golden, keep)
     if strict and any(c.findings for c in [ctx, *library]):
         return PortResult(source, ctx, files, [], library)
     refuse_to_overwrite_sources(outdir, files, [source.path, *(c.source.path for c in library)])
@@ -86,10 +88,11 @@ def generate(
     command: str,
     model_class: str | None = None,
     golden: GoldenSpec | None = None,
+    keep: list[str] | None = None,
 ) -> tuple[dict[str, str], PortContext, list[PortContext]]:
     """Every file of the port, in memory: the model, the library code it needs, support,
     weights, package and golden test; with the contexts the rules reported through."""
-    module, ctx = rewrite(source)
+    module, ctx = rewrite(source, keep)
     files = render_files(source, module, ctx, command, model_class, golden, ctx.library)
     return files, ctx, [c for _, c in ctx.library]
 
@@ -142,15 +145,20 @@ def stale_files(outdir: Path, files: dict[str, str], command: str, force: bool) 
     return stale
 
 
-def rewrite(source: Source) -> tuple[cst.Module, PortContext]:
+def rewrite(source: Source, keep: list[str] | None = None) -> tuple[cst.Module, PortContext]:
     """Parse and run every rule in order: the rewritten tree and what the rules reported.
 
     Library names the source uses that no symbol mapping covers are planned for transitive
-    porting first (``ctx.plan``), so the rules treat them as ported.
+    porting first (``ctx.plan``), so the rules treat them as ported. With ``keep``, the source
+    is first pruned to those top-level names and the definitions they use.
     """
     module = parse(source)
     ctx = PortContext(source)
-    ctx.plan = transitive.plan(source, symbol_table(), _stem(source))
+    kept = transitive.keep_closure(source, keep) if keep else None
+    if kept is not None:
+        ctx.record_source(module)  # lines and names of the whole source, as for library code
+        module = transitive.prune(module, kept)
+    ctx.plan = transitive.plan(source, symbol_table(), _stem(source), kept)
     ctx.transitive = dict(ctx.plan.targets)
     for name, stem in ctx.transitive.items():
         ctx.resolutions[name] = ("ported transitively", f"{stem}.py", "its source, ported")
@@ -229,11 +237,13 @@ def render_files(
         support |= set(lib_ctx.support)
     snippets = [render_snippet(s) for s in snippet_order(support)]
     files["support.py"] = render("support.py.j2", snippets=snippets, module=stem, **header)
+    config = _config_class(module, model, ctx, stem) if model else None
     if model is not None:
         files["weights.py"] = render(
             "weights.py.j2",
             module=stem,
             model_class=model,
+            config_class=config,
             layout_plan=repr(layout_plan),
             **header,
         )
@@ -243,12 +253,47 @@ def render_files(
             "golden_test.py.j2",
             torch_module=source.module,
             model_class=model,
+            module=stem,
+            config_class=config[1] if config else None,
             rel=golden.rel,
             tolerance=golden.tolerance,
             cases=golden.cases,
             **header,
         )
     return {name: seal(format_code(text, name)) for name, text in files.items()}
+
+
+def _config_class(
+    module: cst.Module, model: str, ctx: PortContext, stem: str
+) -> tuple[str, str] | None:
+    """(module stem, class name) of the config object ``model`` is built from, or None when
+    it takes keyword arguments.
+
+    A model whose ``__init__`` takes one parameter, ``config``, annotated with a class
+    (transformers' ``def __init__(self, config: LlamaConfig)``) is built from that class; it
+    is defined in the model module or ported beside it.
+    """
+    for stmt in module.body:
+        if not isinstance(stmt, cst.ClassDef) or stmt.name.value != model:
+            continue
+        for item in stmt.body.body:
+            if not isinstance(item, cst.FunctionDef) or item.name.value != "__init__":
+                continue
+            params = item.params
+            if len(params.params) != 2 or params.kwonly_params or params.star_kwarg:
+                return None
+            config = params.params[1]
+            if config.name.value != "config" or config.annotation is None:
+                return None
+            hint = config.annotation.annotation
+            if not isinstance(hint, cst.Name):
+                return None
+            if hint.value in _public_names(module):
+                return stem, hint.value
+            for name, lib_stem in ctx.transitive.items():
+                if name.rpartition(".")[2] == hint.value:
+                    return lib_stem, hint.value
+    return None
 
 
 def _public_names(module: cst.Module) -> list[str]:

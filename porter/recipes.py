@@ -29,6 +29,8 @@ class Recipe:
     outdir: str
     model_class: str
     golden: GoldenSpec | None = field(default=None)
+    # The source's top-level names to port, with what they use; None ports the whole module.
+    keep: list[str] | None = None
 
 
 @cache
@@ -47,6 +49,7 @@ def recipes() -> dict[str, Recipe]:
             )
             if golden
             else None,
+            keep=row.get("keep"),
         )
     return out
 

@@ -71,19 +71,26 @@ class Plan:
         return sorted(self.modules.values(), key=lambda m: m.stem)
 
 
-def plan(main: Source, symbols: dict[str, Any], main_stem: str) -> Plan:
+def plan(
+    main: Source, symbols: dict[str, Any], main_stem: str, keep: set[str] | None = None
+) -> Plan:
     """Every library definition ``main`` needs, with the closure of what those need in turn.
 
     ``symbols`` are the qualified names rules/symbols.toml resolves; they are never ported.
+    With ``keep`` (see `keep_closure`), only what those definitions use is followed.
     """
     root = main.module.split(".")[0]
     result = Plan()
     if "." not in main.module:  # a file outside any package has no library to follow
         return result
     _NEAR[0] = package_root(main)
+    tree = ast.parse(main.text)
+    if keep is not None:
+        defs = _top_level(tree)
+        tree.body = [s for s in tree.body if s not in defs.values() or _names_of(s, defs) & keep]
     work = [
         name
-        for name in _used_imports(ast.parse(main.text), main.package).values()
+        for name in _used_imports(tree, main.package).values()
         if _portable(name, root, symbols)
     ]
     seen: set[str] = set()
@@ -157,7 +164,11 @@ def package_root(source: Source) -> Path | None:
     if "." not in source.module:
         return None
     depth = source.module.count(".") + (1 if source.path.name == "__init__.py" else 0)
-    return source.path.parents[depth]
+    parents = source.path.parents
+    if depth >= len(parents):
+        return None
+    root = parents[depth]
+    return root if (root / source.module.split(".")[0]).is_dir() else None
 
 
 def _load(module: str) -> LibraryModule | None:
@@ -186,6 +197,29 @@ def _definition(name: str, root: str, hops: int = 8) -> tuple[LibraryModule, str
     if reexport and reexport.split(".")[0] == root:
         return _definition(reexport, root, hops - 1)
     return None
+
+
+def keep_closure(source: Source, names: list[str]) -> set[str]:
+    """The top-level names of ``source`` that ``names`` need: themselves and, in turn, every
+    top-level definition they use (base classes, helpers, constants)."""
+    defs = _top_level(ast.parse(source.text))
+    unknown = [name for name in names if name not in defs]
+    if unknown:
+        raise PorterError(f"the source defines no {', '.join(unknown)} to keep", str(source.path))
+    keep: set[str] = set()
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        if name in keep:
+            continue
+        keep.add(name)
+        used = {n.id for n in ast.walk(defs[name]) if isinstance(n, ast.Name)}
+        stack += [u for u in used if u in defs and u not in keep]
+    return keep
+
+
+def _names_of(stmt: ast.stmt, defs: dict[str, ast.stmt]) -> set[str]:
+    return {name for name, where in defs.items() if where is stmt}
 
 
 def _top_level(tree: ast.Module) -> dict[str, ast.stmt]:

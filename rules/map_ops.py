@@ -130,6 +130,13 @@ class MapOps(Rule):
             # Arguments a `when` row matched on are spent: the MLX target has them built in.
             spent = {row.params.index(p) for p in row.when if p in row.params}
             positional = [a for i, a in enumerate(positional) if i not in spent]
+        if row.params and drop & set(row.params):
+            # A positional argument for a dropped parameter goes too (padding_idx, dtype).
+            positional = [
+                a
+                for i, a in enumerate(positional)
+                if a.star or i >= len(row.params) or row.params[i] not in drop
+            ]
         if row.expr is not None:
             mapping: dict[str, cst.BaseExpression] = {}
             if receiver is not None:

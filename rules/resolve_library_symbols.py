@@ -14,6 +14,9 @@ Before::
         def __init__(self, dim=64):
             super().__init__()
 
+        def forward(self, x, **kwargs: Unpack[TransformersKwargs]):
+            ...
+
 After::
 
     class Block(nn.Module):
@@ -25,8 +28,12 @@ After::
             super().__init__()
             self.config = SimpleNamespace(dim=dim)
 
+        def __call__(self, x, **kwargs):
+            ...
+
 Fix safety: dropped names are mixins and decorators with no numerical effect (loading helpers,
-compile hints, LoRA scaling). ``register_to_config`` is replaced by an explicit
+compile hints, LoRA scaling), or typing-only names: an annotation that names one is removed
+(a parameter keeps its name and default, an annotated class attribute its value). ``register_to_config`` is replaced by an explicit
 ``self.config`` so code that reads ``self.config.x`` keeps working. Support classes keep the
 library's parameter names, so checkpoints load unchanged.
 """
@@ -66,7 +73,7 @@ class ResolveLibrarySymbols(Rule):
         drop: set[str] = set()
         for base in node.bases:
             sym = self._symbol(base.value)
-            if sym and sym.action == "drop":
+            if sym:  # a dropped mixin's settings, or a mapped base's that the port ignores
                 drop |= sym.drop_class_attributes
         self._drop_attrs.append(frozenset(drop))
 
@@ -84,13 +91,13 @@ class ResolveLibrarySymbols(Rule):
                 dropped = True
                 continue
             kept.append(base)
-        if not dropped:
+        body = [s for s in updated_node.body.body if not _assigns_one_of(s, drop_attrs)]
+        if not dropped and len(body) == len(updated_node.body.body):
             return updated_node
         self.applied()
         if not kept:
             kept = [cst.Arg(value=cst.parse_expression("nn.Module"))]
         kept = [b.with_changes(comma=cst.MaybeSentinel.DEFAULT) for b in kept]
-        body = [s for s in updated_node.body.body if not _assigns_one_of(s, drop_attrs)]
         if body and len(body) < len(updated_node.body.body):
             body[0] = body[0].with_changes(leading_lines=[])
         return updated_node.with_changes(bases=kept, body=updated_node.body.with_changes(body=body))
@@ -149,6 +156,31 @@ class ResolveLibrarySymbols(Rule):
                 self.applied()
                 return cst.RemoveFromParent()
         return updated_node
+
+    # -- annotations naming dropped (typing-only) names ----------------------------------------
+
+    def _names_dropped(self, annotation: cst.Annotation | None) -> bool:
+        if annotation is None:
+            return False
+        found = m.findall(annotation, m.Name() | m.Attribute())
+        for node in found:
+            sym = self._symbol(node)
+            if sym and sym.action == "drop":
+                self._resolved(sym)
+                return True
+        return False
+
+    def leave_Param(self, original_node: cst.Param, updated_node: cst.Param) -> cst.Param:
+        if not self._names_dropped(original_node.annotation):
+            return updated_node
+        self.applied()
+        return updated_node.with_changes(annotation=None)
+
+    def leave_AnnAssign(self, original_node: cst.AnnAssign, updated_node: cst.AnnAssign):  # type: ignore[no-untyped-def]
+        if updated_node.value is None or not self._names_dropped(original_node.annotation):
+            return updated_node
+        self.applied()
+        return cst.Assign(targets=[cst.AssignTarget(updated_node.target)], value=updated_node.value)
 
     def leave_ImportFrom(self, original_node: cst.ImportFrom, updated_node: cst.ImportFrom):  # type: ignore[no-untyped-def]
         # Import statements are rewritten as a whole by rewrite_imports; keep names as they were.

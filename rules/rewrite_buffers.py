@@ -4,6 +4,7 @@ Before::
 
     self.register_buffer("pos", table)                     # in the state dict
     self.register_buffer("inv_freq", freqs, persistent=False)  # not in it
+    self.scale = nn.Buffer(scale, persistent=False)         # the same, as an attribute
     ...
     return x + self.pos, x * self.inv_freq
 
@@ -11,6 +12,7 @@ After::
 
     self.pos = table
     self._inv_freq = freqs
+    self._scale = scale
     ...
     return x + self.pos, x * self._inv_freq
 
@@ -69,9 +71,19 @@ def _persistent(call: cst.Call) -> bool | None:
     return None
 
 
+def _buffer_flag(call: cst.Call) -> bool | None:
+    """``persistent`` of ``nn.Buffer(t, persistent=...)`` (keyword-only, default True)."""
+    flag = keyword(call, "persistent")
+    if flag is None:
+        return True
+    if isinstance(flag.value, cst.Name) and flag.value.value in ("True", "False"):
+        return flag.value.value == "True"
+    return None
+
+
 class RewriteBuffers(Rule):
     id = "rewrite-buffers"
-    description = "self.register_buffer(...) -> an attribute (non-persistent ones named _x)"
+    description = "register_buffer/nn.Buffer -> an attribute (non-persistent ones named _x)"
     order = 56
 
     def visit_Module(self, node: cst.Module) -> None:
@@ -92,8 +104,15 @@ class RewriteBuffers(Rule):
         node.visit(Find())
         self._outside = hidden - assigned
 
+    def _buffer_value(self, node: cst.BaseExpression | None) -> cst.Call | None:
+        """``nn.Buffer(t, persistent=...)``, matched by qualified name."""
+        if isinstance(node, cst.Call) and self.imported(node.func) == "torch.nn.Buffer":
+            return node
+        return None
+
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
         hidden: set[str] = set()
+        rule = self
 
         class Find(cst.CSTVisitor):
             def visit_Call(self, call: cst.Call) -> None:
@@ -101,6 +120,14 @@ class RewriteBuffers(Rule):
                     name = _literal_name(call)
                     if name:
                         hidden.add(name)
+
+            def visit_Assign(self, assign: cst.Assign) -> None:
+                buffer = rule._buffer_value(assign.value)
+                if buffer is None or len(assign.targets) != 1:
+                    return
+                name = self_attr(assign.targets[0].target)
+                if name and _buffer_flag(buffer) is False:
+                    hidden.add(name)
 
         node.visit(Find())
         self._hidden = getattr(self, "_hidden", [])
@@ -137,6 +164,18 @@ class RewriteBuffers(Rule):
                 f"'_{node.args[1].value.evaluated_value}'",
                 NEEDS_REVIEW,
             )
+
+    def leave_Assign(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        buffer = self._buffer_value(original_node.value)
+        if buffer is None:
+            return updated_node
+        if _buffer_flag(buffer) is None or not buffer.args or buffer.args[0].keyword:
+            self.unported(
+                original_node, "nn.Buffer with a non-literal persistent flag", NEEDS_REVIEW
+            )
+            return updated_node
+        self.applied()
+        return updated_node.with_changes(value=updated_node.value.args[0].value)
 
     def leave_Expr(self, original_node, updated_node):  # type: ignore[no-untyped-def]
         call = _buffer_call(updated_node.value)

@@ -108,3 +108,132 @@ def test_the_z_image_recipe_renders_its_golden_cases() -> None:
     rendered = (ROOT / "generated" / "z_image" / "test_golden_transformer_z_image.py").read_text()
     for case in golden.cases:
         assert f"def test_{case['name']}_matches_torch(tmp_path):" in rendered
+
+
+# A small transformers-style model: one config object (a strict dataclass on
+# PreTrainedConfig), PreTrainedModel, tied embeddings, and a head the recipe leaves out.
+TOY_CONFIG = """\
+from huggingface_hub.dataclasses import strict
+from transformers.configuration_utils import PreTrainedConfig
+
+
+@strict
+class ToyConfig(PreTrainedConfig):
+    model_type = "toy"
+    vocab_size: int = 11
+    dim: int = 8
+    hidden: int = 16
+    tie_word_embeddings: bool = True
+"""
+
+TOY_MODEL = """\
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_utils import PreTrainedModel
+from transformers.models.auto import AutoModel
+
+from .configuration_toy import ToyConfig
+
+
+class ToyPreTrainedModel(PreTrainedModel):
+    config: ToyConfig
+    base_model_prefix = "model"
+
+
+class ToyLM(ToyPreTrainedModel):
+    _tied_weights_keys = {"head.weight": "embed.weight"}
+
+    def __init__(self, config: ToyConfig):
+        super().__init__(config)
+        self.embed = nn.Embedding(config.vocab_size, config.dim)
+        self.up = nn.Linear(config.dim, config.hidden)
+        self.down = nn.Linear(config.hidden, config.dim)
+        self.head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.post_init()
+
+    def forward(self, input_ids):
+        x = self.embed(input_ids)
+        return self.head(x + self.down(F.silu(self.up(x))))
+
+
+class ToyClassifier(ToyPreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.model = AutoModel.from_config(config)
+"""
+
+GOLDEN_HF = GoldenSpec(
+    rel=1e-4,
+    tolerance="float32 on both sides, three small matmuls: 1e-4 x max(1, max |reference|).",
+    cases=[
+        {
+            "name": "tied",
+            "seed": 1,
+            "doc": "Batch 2 of 5 tokens; the head is tied to the embedding.",
+            "config": {"vocab_size": 11, "dim": 8, "hidden": 16},
+            "inputs": "return (torch.randint(0, 11, (2, 5), generator=gen),), {}\n",
+        }
+    ],
+)
+
+
+def test_a_transformers_style_model_is_built_from_its_config_class(tmp_path, monkeypatch) -> None:
+    package = tmp_path / "toyhf"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "configuration_toy.py").write_text(TOY_CONFIG)
+    (package / "modeling_toy.py").write_text(TOY_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "ported" / "toy"
+    result = port(
+        "toyhf.modeling_toy",
+        out,
+        command="porter port toyhf.modeling_toy -o ported/toy",
+        golden=GOLDEN_HF,
+        keep=["ToyLM"],
+    )
+    assert result.ctx.findings == []
+    code = (out / "modeling_toy.py").read_text()
+    assert "class ToyLM(" in code and "ToyClassifier" not in code and "AutoModel" not in code
+    weights = (out / "weights.py").read_text()
+    assert "from .configuration_toy import ToyConfig" in weights
+    assert "config = ToyConfig(**json.loads(" in weights
+    test = (out / "test_golden_modeling_toy.py").read_text()
+    assert "config_class=torch_source.ToyConfig" in test
+
+    passed = run_pytest(out)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "ToyLM tied: max abs err" in passed.stdout
+
+
+def test_compare_pairs_model_output_fields_with_a_dataclass_output() -> None:
+    import dataclasses
+
+    import mlx.core as mx
+    import torch
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    from porter.golden import compare
+
+    @dataclasses.dataclass
+    class Output:
+        last_hidden_state: object = None
+        cache: object = None
+
+    reference = BaseModelOutputWithPast(last_hidden_state=torch.ones(2, 3))
+    assert compare(reference, Output(mx.ones((2, 3)) + 0.5)).max_abs == 0.5
+    with pytest.raises(AssertionError, match="fields"):
+        compare(reference, Output(mx.ones((2, 3)), cache=mx.ones(1)))
+
+
+def test_randomize_leaves_buffers_no_checkpoint_holds() -> None:
+    import torch
+
+    from porter.golden import randomize_
+
+    module = torch.nn.Linear(2, 2)
+    module.register_buffer("table", torch.ones(3), persistent=False)
+    module.register_buffer("stats", torch.ones(3))
+    randomize_(module, seed=0)
+    assert torch.equal(module.table, torch.ones(3))
+    assert not torch.equal(module.stats, torch.ones(3))

@@ -501,6 +501,136 @@ CASES += [
     ),
 ]
 
+# transformers model code: typing-only names, nn.Buffer, positional arguments MLX lacks.
+CASES += [
+    pytest.param(
+        """\
+        from torch import nn
+        from transformers.cache_utils import Cache
+
+
+        class Block(nn.Module):
+            def forward(self, x, cache: Cache | None = None, scale: float = 1.0):
+                return x * scale
+        """,
+        """\
+        import mlx.nn as nn
+        from .support import Cache
+
+
+        class Block(nn.Module):
+            def __call__(self, x, cache: Cache | None = None, scale: float = 1.0):
+                return x * scale
+        """,
+        id="no-op-annotation-of-a-mapped-name-is-kept",
+    ),
+    pytest.param(
+        """\
+        from torch import nn
+        from transformers.processing_utils import Unpack
+        from transformers.utils import TransformersKwargs
+
+
+        class Block(nn.Module):
+            def forward(self, x, scale: float = 1.0, **kwargs: Unpack[TransformersKwargs]):
+                return x * scale
+        """,
+        """\
+        import mlx.nn as nn
+
+
+        class Block(nn.Module):
+            def __call__(self, x, scale: float = 1.0, **kwargs):
+                return x * scale
+        """,
+        id="annotation-naming-a-dropped-typing-name-is-removed",
+    ),
+    pytest.param(
+        """\
+        from transformers.configuration_utils import PreTrainedConfig
+        from transformers.modeling_rope_utils import RopeParameters
+
+
+        class TinyConfig(PreTrainedConfig):
+            base_model_tp_plan = {"layers.*.proj": "colwise"}
+            hidden_size: int = 64
+            rope_parameters: RopeParameters | dict | None = None
+        """,
+        """\
+        from .support import PreTrainedConfig
+
+
+        class TinyConfig(PreTrainedConfig):
+            hidden_size: int = 64
+            rope_parameters = None
+        """,
+        id="config-field-keeps-its-default-and-parallel-plans-go",
+    ),
+    pytest.param(
+        """\
+        import torch
+        from torch import nn
+
+
+        class Rope(nn.Module):
+            def __init__(self, inv_freq):
+                super().__init__()
+                self.inv_freq = nn.Buffer(inv_freq, persistent=False)
+                self.scale = nn.Buffer(torch.ones(2))
+
+            def forward(self, t):
+                return t[:, None] * self.inv_freq * self.scale
+        """,
+        """\
+        import mlx.core as mx
+        import mlx.nn as nn
+
+
+        class Rope(nn.Module):
+            def __init__(self, inv_freq):
+                super().__init__()
+                self._inv_freq = inv_freq
+                self.scale = mx.ones((2,))
+
+            def __call__(self, t):
+                return t[:, None] * self._inv_freq * self.scale
+        """,
+        id="nn-buffer-non-persistent-is-hidden-persistent-stays",
+    ),
+    pytest.param(
+        """\
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+
+
+        class Head(nn.Module):
+            def __init__(self, vocab, dim, pad):
+                super().__init__()
+                self.embed = nn.Embedding(vocab, dim, pad)
+
+            def forward(self, ids):
+                scores = self.embed(ids)
+                return F.softmax(scores, dim=-1, dtype=torch.float32), F.softmax(scores, dim=-1)
+        """,
+        """\
+        import mlx.core as mx
+        import mlx.nn as nn
+
+
+        class Head(nn.Module):
+            def __init__(self, vocab, dim, pad):
+                super().__init__()
+                self.embed = nn.Embedding(vocab, dim)
+
+            def __call__(self, ids):
+                scores = self.embed(ids)
+                return mx.softmax(scores.astype(mx.float32), axis=-1), mx.softmax(scores, axis=-1)
+        """,
+        id="embedding-positional-padding-idx-and-softmax-dtype",
+    ),
+]
+
 
 def test_conv_weights_get_layout_plan_rows_and_unnamed_convs_are_marked() -> None:
     source = Source(
