@@ -365,7 +365,8 @@ def run(args: argparse.Namespace) -> int:
     if args.strict and unported:
         print(f"porter check: {len(unported)} of {len(results)} ports leave constructs unported")
         return 1
-    print(f"porter check: {files} files from {len(results)} ports up to date")
+    ports = "port" if len(results) == 1 else "ports"
+    print(f"porter check: {files} files from {len(results)} {ports} up to date")
     return 0
 
 

@@ -148,6 +148,8 @@ class PortDiff:
     output_name: str
     blocks: list[BlockDiff]
     rules: dict[str, str] = field(default_factory=dict)  # id -> description, in rule order
+    # Every file the port read: the source and the library modules ported with it.
+    read: list[Path] = field(default_factory=list)
 
     def rule_counts(self) -> Counter[str]:
         """How many rows each rule annotates."""
@@ -563,7 +565,8 @@ def port_diff(spec: str) -> PortDiff:
     attribution = Attribution.build(source.text, ctx.touched, rules)
     header = header_length(module.code, files[name])
     blocks = diff_texts(source.text, files[name], attribution, header)
-    return PortDiff(source, name, blocks, rules)
+    read = [source.path, *(lib_ctx.source.path for _, lib_ctx in ctx.library)]
+    return PortDiff(source, name, blocks, rules, read)
 
 
 def header_length(code: str, rendered: str) -> int:
@@ -886,7 +889,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
         from porter.write import write_text_atomic
 
         target = Path(args.html)
-        check_html_target(target, diff.source.path, args.force)
+        check_html_target(target, diff.read, args.force)
         write_text_atomic(target, render_html(diff, args.context))
         print(f"porter: wrote {target}", file=sys.stderr)
         return 0
@@ -914,16 +917,18 @@ def check_html_folder(target: Path) -> None:
         raise PorterError("--html: exists and is not a regular file; not replacing it", str(target))
 
 
-def check_html_target(target: Path, source: Path, force: bool) -> None:
-    """Raise unless ``--html`` may write ``target``: never the source being diffed, and an
-    existing file only if it is a page porter diff wrote, or with ``--force``."""
+def check_html_target(target: Path, sources: Path | list[Path], force: bool) -> None:
+    """Raise unless ``--html`` may write ``target``: never a source the port read (the file
+    being diffed or a library module ported with it), and an existing file only if it is a
+    page porter diff wrote, or with ``--force``."""
     check_html_folder(target)
     if not target.exists():
         return
-    if _same_file(target, source):
-        raise PorterError(
-            "--html: this is the source being diffed; not overwriting it", str(target)
-        )
+    for source in [sources] if isinstance(sources, Path) else sources:
+        if _same_file(target, source):
+            raise PorterError(
+                "--html: this is a source the port reads; not overwriting it", str(target)
+            )
     if not force and not is_diff_page(target):
         raise PorterError(
             "--html: exists and is not a page porter diff wrote; pass --force to replace it",

@@ -480,10 +480,10 @@ def _write_atomic(dst: Path, arrays: dict[str, mx.array]) -> None:
 def _warn_without_plan(tensors: Mapping[str, mx.array], src: Path) -> None:
     """Warn when a conversion without a layout plan keeps 3-D or 4-D tensors (likely conv
     kernels) in torch's layout, which an MLX convolution does not take."""
-    kernels = [key for key, array in tensors.items() if array.ndim in (3, 4)]
+    kernels = [key for key, array in tensors.items() if array.ndim in (3, 4, 5)]
     if kernels:
         log.warning(
-            "warning: %d tensor(s) of rank 3 or 4 in %s (first: %s) kept in torch's layout; "
+            "warning: %d tensor(s) of rank 3 to 5 in %s (first: %s) kept in torch's layout; "
             "if they are convolution weights, pass --port DIR to apply the port's LAYOUT_PLAN",
             len(kernels),
             src,

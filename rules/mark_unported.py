@@ -23,6 +23,8 @@ from ._table import OpRow, mlx_outputs, op_table, torch_only_methods
 
 _ALLOWED_ROOTS = {"mlx", "numpy"} | set(sys.stdlib_module_names)
 _PORT_ALIASES = {"mx": "mlx.core", "nn": "mlx.nn", "np": "numpy"}
+# Imports that bind an alias to what the port means by it (torch.nn is replaced by mlx.nn).
+_SAME_MEANING = {"mx": set(), "nn": {"torch.nn"}, "np": {"numpy"}}
 _STATEMENTS = (
     cst.SimpleStatementLine,
     cst.If,
@@ -107,11 +109,39 @@ class MarkUnported(Rule):
                     BLOCKER,
                 )
 
+    def visit_CompFor(self, node: cst.CompFor) -> None:
+        self._reserved(node.target, node)
+
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        self._reserved(node.target, node)
+
+    def visit_ExceptHandler(self, node: cst.ExceptHandler) -> None:
+        if node.name is not None:
+            self._reserved(node.name.name, node)
+
     def visit_Import(self, node: cst.Import) -> bool:
+        self._imported_as(node)
         return False
 
     def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+        self._imported_as(node)
         return False
+
+    def _imported_as(self, node: cst.Import | cst.ImportFrom) -> None:
+        """``import numpy as mx``: an import that binds a port alias to something else than
+        what the port binds it to (torch.nn's ``nn`` is replaced, numpy's ``np`` kept)."""
+        if isinstance(node.names, cst.ImportStar):
+            return
+        module = code(node.module) if isinstance(node, cst.ImportFrom) and node.module else ""
+        for alias in node.names:
+            bound = alias.asname.name if alias.asname else None
+            if not isinstance(bound, cst.Name) and isinstance(node, cst.ImportFrom):
+                bound = alias.name if isinstance(alias.name, cst.Name) else None
+            if not isinstance(bound, cst.Name) or bound.value not in _PORT_ALIASES:
+                continue
+            full = ".".join(p for p in (module, code(alias.name)) if p)
+            if full not in _SAME_MEANING[bound.value]:
+                self._reserved(bound, node)
 
     def visit_Attribute(self, node: cst.Attribute) -> bool:
         return not self._check(node)

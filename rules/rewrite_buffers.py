@@ -103,6 +103,8 @@ class RewriteBuffers(Rule):
 
         node.visit(Find())
         self._outside = hidden - assigned
+        # Also set as a plain attribute somewhere: a read from outside may mean either.
+        self._ambiguous = hidden & assigned
 
     def _buffer_value(self, node: cst.BaseExpression | None) -> cst.Call | None:
         """``nn.Buffer(t, persistent=...)``, matched by qualified name."""
@@ -146,6 +148,13 @@ class RewriteBuffers(Rule):
         if name is None and attr in self._outside and self.imported(original_node) is None:
             self.applied()  # another module's buffer: self.rope.freqs -> self.rope._freqs
             return updated_node.with_changes(attr=cst.Name(f"_{attr}"))
+        if name is None and attr in self._ambiguous and self.imported(original_node) is None:
+            self.unported(
+                original_node,
+                f"`.{attr}` may read the non-persistent buffer {attr!r}, which the port calls "
+                f"'_{attr}', or another attribute of that name; check which",
+                NEEDS_REVIEW,
+            )
         return updated_node
 
     def visit_Call(self, node: cst.Call) -> None:

@@ -20,6 +20,8 @@ by mark_unported.
 
 from __future__ import annotations
 
+import ast
+import builtins
 import sys
 
 import libcst as cst
@@ -71,6 +73,8 @@ class RewriteImports(Rule):
 
     def leave_Module(self, original_node: cst.Module, updated_node: cst.Module) -> cst.Module:
         used = _names_used(updated_node)
+        missing = self._unported_imports(updated_node, used)
+        helper = code(self.ctx.need("unported", "unported")) if missing else ""
         lines = []
         if "mx" in used:
             lines.append("import mlx.core as mx")
@@ -83,12 +87,13 @@ class RewriteImports(Rule):
         names = sorted(
             n
             for n in {n for names in self.ctx.support.values() for n in names}
-            if n.rpartition(" as ")[2] in used
+            if n.rpartition(" as ")[2] in used | {helper}
         )
         if names:
             lines.append(f"from .support import {', '.join(names)}")
         for stem, bound in sorted(self._ported.items()):
             lines.append(f"from .{stem} import {', '.join(sorted(bound))}")
+        lines += [f"{local} = {helper}({name!r})" for local, name in sorted(missing.items())]
         new = [cst.parse_statement(line + "\n") for line in lines]
         body = list(updated_node.body)
         at = 0
@@ -99,6 +104,22 @@ class RewriteImports(Rule):
         elif at == 0 and body:
             body[0] = body[0].with_changes(leading_lines=[])
         return updated_node.with_changes(body=[*body[:at], *new, *body[at:]])
+
+    def _unported_imports(self, module: cst.Module, used: set[str]) -> dict[str, str]:
+        """Imported names the output still uses but no longer binds (their import was removed
+        and mark_unported marked each use): local name -> qualified name. Each gets a stand-in
+        that raises when used, so the rest of the module still imports."""
+        bound = _bound_anywhere(module) | set(dir(builtins))
+        bound |= {"mx", "nn"} | {n.rpartition(" as ")[2] for ns in self.ctx.support.values() for n in ns}
+        for names in self._ported.values():
+            bound |= {n.rpartition(" as ")[2] for n in names}
+        for line in self.ctx.imports | self._numpy:  # imports this rule adds (logging, numpy)
+            bound |= _bound_anywhere(cst.parse_module(line + "\n"))
+        return {
+            local: name
+            for local, name in _source_imports(self.ctx.source).items()
+            if local in used and local not in bound
+        }
 
     def _keep_ported(self, node: cst.Import | cst.ImportFrom) -> None:
         """An import of a name porter ported transitively becomes an import of its port."""
@@ -116,6 +137,77 @@ class RewriteImports(Rule):
             self._ported.setdefault(stem, set()).add(
                 name if bound == name else f"{name} as {bound}"
             )
+
+
+def _bound_anywhere(module: cst.Module) -> set[str]:
+    """Every name the (rewritten) module binds, in any scope: definitions, parameters,
+    targets and the imports it keeps. Read from the tree: mid-rewrite code may not parse."""
+    found: set[str] = set()
+
+    def names(node: cst.CSTNode | None) -> None:
+        if isinstance(node, cst.Name):
+            found.add(node.value)
+        elif isinstance(node, (cst.Tuple, cst.List)):
+            for element in node.elements:
+                names(element.value)
+        elif isinstance(node, cst.StarredElement):
+            names(node.value)
+
+    class Collect(cst.CSTVisitor):
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+            found.add(node.name.value)
+
+        def visit_ClassDef(self, node: cst.ClassDef) -> None:
+            found.add(node.name.value)
+
+        def visit_Param(self, node: cst.Param) -> None:
+            found.add(node.name.value)
+
+        def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+            names(node.target)
+
+        def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+            names(node.target)
+
+        def visit_For(self, node: cst.For) -> None:
+            names(node.target)
+
+        def visit_CompFor(self, node: cst.CompFor) -> None:
+            names(node.target)
+
+        def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+            names(node.target)
+
+        def visit_AsName(self, node: cst.AsName) -> None:
+            names(node.name)
+
+        def visit_ImportAlias(self, node: cst.ImportAlias) -> None:
+            if node.asname is None:
+                root = node.name
+                while isinstance(root, cst.Attribute):
+                    root = root.value
+                names(root)
+
+    module.visit(Collect())
+    return found
+
+
+def _source_imports(source) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Module-level names the source binds by importing: local name -> qualified name."""
+    found: dict[str, str] = {}
+    for stmt in ast.parse(source.text).body:
+        if isinstance(stmt, ast.Import):
+            for alias in stmt.names:
+                local = alias.asname or alias.name.split(".")[0]
+                found[local] = alias.name if alias.asname else local
+        elif isinstance(stmt, ast.ImportFrom):
+            module = "." * stmt.level + (stmt.module or "")
+            for alias in stmt.names:
+                if alias.name == "*":
+                    continue
+                dotted = f"{module}.{alias.name}" if stmt.module else module + alias.name
+                found[alias.asname or alias.name] = absolute_name(dotted, source.package)
+    return found
 
 
 def _is_header(stmt: cst.CSTNode) -> bool:

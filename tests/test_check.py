@@ -34,7 +34,7 @@ def test_a_fresh_port_is_up_to_date(ported, capsys) -> None:
     _, out = ported
     code, stdout, _ = run(["check", str(out)], capsys)
     assert code == 0, stdout
-    assert "porter check: 4 files from 1 ports up to date" in stdout
+    assert "porter check: 4 files from 1 port up to date" in stdout
 
 
 def test_every_generated_file_is_sealed(ported) -> None:
@@ -151,7 +151,7 @@ def test_checking_one_file_checks_its_whole_port(ported, capsys) -> None:
     _, out = ported
     code, stdout, _ = run(["check", str(out / "gate.py")], capsys)
     assert code == 0, stdout
-    assert "porter check: 4 files from 1 ports up to date" in stdout
+    assert "porter check: 4 files from 1 port up to date" in stdout
     (out / "weights.py").write_text((out / "weights.py").read_text() + "x = 1\n")
     code, stdout, _ = run(["check", str(out / "gate.py")], capsys)
     assert code == 1 and f"{out / 'weights.py'}: edited by hand" in stdout

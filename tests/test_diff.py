@@ -352,8 +352,21 @@ def test_html_replaces_a_page_porter_diff_wrote(source: Path, tmp_path: Path, ca
 def test_html_never_overwrites_the_source(source: Path, capsys, force: list[str]) -> None:
     before = source.read_bytes()
     assert main(["diff", str(source), "--html", str(source), *force]) == 2
-    assert "source being diffed" in one_error_line(capsys)
+    assert "a source the port reads" in one_error_line(capsys)
     assert source.read_bytes() == before
+
+
+def test_html_never_overwrites_a_library_module_the_port_reads(tmp_path: Path, capsys) -> None:
+    pkg = tmp_path / "userpkg_html"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    helpers = pkg / "helpers.py"
+    helpers.write_text("import torch\n\n\ndef twice(x):\n    return torch.cat([x, x], dim=-1)\n")
+    (pkg / "model.py").write_text("from .helpers import twice\n\n\ndef f(x):\n    return twice(x)\n")
+    before = helpers.read_bytes()
+    assert main(["diff", str(pkg / "model.py"), "--html", str(helpers), "--force"]) == 2
+    assert "a source the port reads" in one_error_line(capsys)
+    assert helpers.read_bytes() == before
 
 
 def test_html_never_overwrites_the_source_through_a_link(
@@ -363,7 +376,7 @@ def test_html_never_overwrites_the_source_through_a_link(
     link.symlink_to(source)
     before = source.read_bytes()
     assert main(["diff", str(source), "--html", str(link), "--force"]) == 2
-    assert "source being diffed" in one_error_line(capsys)
+    assert "a source the port reads" in one_error_line(capsys)
     assert source.read_bytes() == before and link.is_symlink()
 
 

@@ -241,3 +241,51 @@ def test_a_source_that_is_not_a_regular_file_says_so(tmp_path, capsys, make) -> 
     code, err = run(["port", str(spec), "-o", str(tmp_path / "out")], capsys)
     assert code == 2
     assert one_error(err) == f"porter: error: {spec}: not a regular file; pass a .py file"
+
+
+UNPORTED_IMPORTS = """
+import torch
+from torch import nn
+from some_library.layers import FancyHead, fancy_fn
+
+
+class Base(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class WithHead(FancyHead, Base):
+    pass
+
+
+def uses(x):
+    return fancy_fn(x) + torch.special.erfcx(x)
+"""
+
+
+def test_a_port_with_unported_names_still_imports_and_they_raise_when_used(tmp_path) -> None:
+    import importlib
+    import sys
+
+    import mlx.core as mx
+
+    from porter.pipeline import port
+
+    src = tmp_path / "partial_src.py"
+    src.write_text(UNPORTED_IMPORTS)  # some_library is not installed: only the port is run
+    result = port(str(src), tmp_path / "partial", command="test")
+    assert {f.code for f in result.ctx.findings} >= {"FancyHead", "fancy_fn"}  # each use marked
+    sys.path.insert(0, str(tmp_path))
+    try:
+        mm = importlib.import_module("partial.partial_src")
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert mm.Base(4)(mx.ones((1, 4))).shape == (1, 4)  # what ported works
+    with pytest.raises(NotImplementedError, match="some_library.layers.FancyHead"):
+        mm.WithHead(4)
+    with pytest.raises(NotImplementedError, match="some_library.layers.fancy_fn"):
+        mm.uses(mx.ones((2,)))

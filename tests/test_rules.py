@@ -701,6 +701,34 @@ def test_source_names_the_port_imports_as_are_blockers() -> None:
     assert "binds `mx`" in findings[0].message and "binds `nn`" in findings[1].message
 
 
+def test_port_aliases_bound_by_imports_comprehensions_walrus_and_except_are_blockers() -> None:
+    _, findings = port_text(
+        """\
+        import numpy as mx
+        import numpy as np
+        import torch.nn as nn
+        import torch
+
+
+        def f(x):
+            ys = [torch.sin(mx) for mx in x]
+            if (nn := x.max()) > 0:
+                pass
+            try:
+                pass
+            except ValueError as np:
+                pass
+            return ys
+        """
+    )
+    assert [(f.line, f.confidence) for f in findings] == [
+        (1, "blocker"),
+        (8, "blocker"),
+        (9, "blocker"),
+        (13, "blocker"),
+    ], findings
+
+
 def test_a_call_no_conditional_row_fits_is_marked_with_the_rows_condition() -> None:
     code, findings = port_text(
         """\

@@ -165,7 +165,7 @@ def test_porter_check_covers_the_library_modules(toylib, capsys) -> None:
     out = toylib / "toy_port"
     assert main(["port", "toylib.model", "-o", str(out)]) == 0
     assert main(["check", str(out)]) == 0
-    assert "6 files from 1 ports up to date" in capsys.readouterr().out
+    assert "6 files from 1 port up to date" in capsys.readouterr().out
     (out / "layers.py").write_text((out / "layers.py").read_text() + "# edited\n")
     assert main(["check", str(out)]) == 1
     assert "layers.py: edited by hand" in capsys.readouterr().out

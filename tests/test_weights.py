@@ -693,7 +693,7 @@ def test_conv_shaped_tensors_without_a_port_are_warned_about(tmp_path: Path) -> 
     proc = _convert_cli(str(src), "-o", str(tmp_path / "out.safetensors"))
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if "--port" in line]
-    assert len(warnings) == 1 and "1 tensor(s) of rank 3 or 4" in warnings[0], proc.stderr
+    assert len(warnings) == 1 and "1 tensor(s) of rank 3 to 5" in warnings[0], proc.stderr
 
 
 def test_no_warning_without_conv_shaped_tensors(tmp_path: Path) -> None:
