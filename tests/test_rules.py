@@ -265,6 +265,10 @@ CASES = [
             return torch.special.erfcx(x)
         """,
         """\
+        from .support import unported
+        torch = unported('torch')
+
+
         def f(x):
             # XXX(porter unported, mark-unported): torch.special.erfcx has no MLX mapping
             return torch.special.erfcx(x)
@@ -488,7 +492,8 @@ CASES += [
         """,
         """\
         import mlx.core as mx
-        from .support import layer_norm, rand
+        from .support import layer_norm, rand, unported
+        torch = unported('torch')
 
 
         def f(x, n, g):
