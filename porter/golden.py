@@ -12,8 +12,8 @@ recipe (`templates/golden_test.py.j2`) call it.
 
 from __future__ import annotations
 
-import inspect
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass

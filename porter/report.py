@@ -177,7 +177,9 @@ def _names(source: Source, ctx: PortContext) -> list[NameUse]:
             use = NameUse(name, line, "kept", "", "NumPy runs beside MLX; the import is kept")
         elif _op_rows_under(name) and _uses_attributes(source, name):
             rows = _op_rows_under(name)
-            use = NameUse(name, line, "mapped", "ops.toml", f"its uses map through rules/ops.toml ({rows})")
+            use = NameUse(
+                name, line, "mapped", "ops.toml", f"its uses map through rules/ops.toml ({rows})"
+            )
         else:
             use = NameUse(name, line, "dropped", "", "not used by the ported code; import removed")
         # A module whose attributes are left unported (torch.special.erfcx under torch).

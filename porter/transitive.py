@@ -129,12 +129,13 @@ def _is_model_code(module: str) -> bool:
 
 def _used_imports(tree: ast.Module, package: str) -> dict[str, str]:
     """Bound name -> absolute qualified name, for top-level imports whose name is used."""
-    bound = _imports(tree, package)
+    bound = import_bindings(tree, package)
     used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     return {name: qn for name, qn in bound.items() if name in used}
 
 
-def _imports(tree: ast.Module, package: str) -> dict[str, str]:
+def import_bindings(tree: ast.Module, package: str) -> dict[str, str]:
+    """Module-level names ``tree`` binds by importing: local name -> absolute qualified name."""
     bound: dict[str, str] = {}
     for stmt in tree.body:
         if isinstance(stmt, ast.ImportFrom):
@@ -193,7 +194,7 @@ def _definition(name: str, root: str, hops: int = 8) -> tuple[LibraryModule, str
         return None
     if local in _top_level(lib.tree):
         return lib, local
-    reexport = _imports(lib.tree, lib.source.package).get(local)
+    reexport = import_bindings(lib.tree, lib.source.package).get(local)
     if reexport and reexport.split(".")[0] == root:
         return _definition(reexport, root, hops - 1)
     return None
@@ -253,7 +254,7 @@ def _closure(lib: LibraryModule, name: str, symbols: dict[str, Any]) -> list[lis
     """Keep ``name`` and the module's own definitions it uses; returns the qualified names of
     the imports they use, one list per definition kept."""
     defs = _top_level(lib.tree)
-    imports = _imports(lib.tree, lib.source.package)
+    imports = import_bindings(lib.tree, lib.source.package)
     out = []
     stack = [name]
     while stack:

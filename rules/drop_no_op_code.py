@@ -58,7 +58,9 @@ class DropNoOpCode(Rule):
             return updated_node.body.with_changes(lpar=updated_node.lpar, rpar=updated_node.rpar)
         return updated_node
 
-    def leave_If(self, original_node: cst.If, updated_node: cst.If) -> cst.BaseStatement | cst.RemovalSentinel:
+    def leave_If(
+        self, original_node: cst.If, updated_node: cst.If
+    ) -> cst.BaseStatement | cst.RemovalSentinel:
         body = updated_node.body
         if (
             updated_node.orelse is None
@@ -86,7 +88,12 @@ class DropNoOpCode(Rule):
             isinstance(s, cst.SimpleStatementLine) and all(isinstance(x, cst.Pass) for x in s.body)
             for s in body.body
         )
-        if updated_node.name.value == "__init__" and only_self and empty and not updated_node.decorators:
+        if (
+            updated_node.name.value == "__init__"
+            and only_self
+            and empty
+            and not updated_node.decorators
+        ):
             self.applied()
             return cst.RemoveFromParent()
         return updated_node

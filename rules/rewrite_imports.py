@@ -27,6 +27,7 @@ import sys
 import libcst as cst
 
 from porter.engine import Rule, absolute_name
+from porter.transitive import import_bindings
 
 from ._common import code
 
@@ -110,14 +111,17 @@ class RewriteImports(Rule):
         and mark_unported marked each use): local name -> qualified name. Each gets a stand-in
         that raises when used, so the rest of the module still imports."""
         bound = _bound_anywhere(module) | set(dir(builtins))
-        bound |= {"mx", "nn"} | {n.rpartition(" as ")[2] for ns in self.ctx.support.values() for n in ns}
+        bound |= {"mx", "nn"} | {
+            n.rpartition(" as ")[2] for ns in self.ctx.support.values() for n in ns
+        }
         for names in self._ported.values():
             bound |= {n.rpartition(" as ")[2] for n in names}
         for line in self.ctx.imports | self._numpy:  # imports this rule adds (logging, numpy)
             bound |= _bound_anywhere(cst.parse_module(line + "\n"))
+        source = self.ctx.source
         return {
             local: name
-            for local, name in _source_imports(self.ctx.source).items()
+            for local, name in import_bindings(ast.parse(source.text), source.package).items()
             if local in used and local not in bound
         }
 
@@ -189,24 +193,6 @@ def _bound_anywhere(module: cst.Module) -> set[str]:
                 names(root)
 
     module.visit(Collect())
-    return found
-
-
-def _source_imports(source) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    """Module-level names the source binds by importing: local name -> qualified name."""
-    found: dict[str, str] = {}
-    for stmt in ast.parse(source.text).body:
-        if isinstance(stmt, ast.Import):
-            for alias in stmt.names:
-                local = alias.asname or alias.name.split(".")[0]
-                found[local] = alias.name if alias.asname else local
-        elif isinstance(stmt, ast.ImportFrom):
-            module = "." * stmt.level + (stmt.module or "")
-            for alias in stmt.names:
-                if alias.name == "*":
-                    continue
-                dotted = f"{module}.{alias.name}" if stmt.module else module + alias.name
-                found[alias.asname or alias.name] = absolute_name(dotted, source.package)
     return found
 
 

@@ -362,7 +362,9 @@ def test_html_never_overwrites_a_library_module_the_port_reads(tmp_path: Path, c
     (pkg / "__init__.py").write_text("")
     helpers = pkg / "helpers.py"
     helpers.write_text("import torch\n\n\ndef twice(x):\n    return torch.cat([x, x], dim=-1)\n")
-    (pkg / "model.py").write_text("from .helpers import twice\n\n\ndef f(x):\n    return twice(x)\n")
+    (pkg / "model.py").write_text(
+        "from .helpers import twice\n\n\ndef f(x):\n    return twice(x)\n"
+    )
     before = helpers.read_bytes()
     assert main(["diff", str(pkg / "model.py"), "--html", str(helpers), "--force"]) == 2
     assert "a source the port reads" in one_error_line(capsys)
