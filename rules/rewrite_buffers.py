@@ -71,16 +71,6 @@ def _persistent(call: cst.Call) -> bool | None:
     return None
 
 
-def _buffer_flag(call: cst.Call) -> bool | None:
-    """``persistent`` of ``nn.Buffer(t, persistent=...)`` (keyword-only, default True)."""
-    flag = keyword(call, "persistent")
-    if flag is None:
-        return True
-    if isinstance(flag.value, cst.Name) and flag.value.value in ("True", "False"):
-        return flag.value.value == "True"
-    return None
-
-
 class RewriteBuffers(Rule):
     id = "rewrite-buffers"
     description = "register_buffer/nn.Buffer -> an attribute (non-persistent ones named _x)"
@@ -89,17 +79,18 @@ class RewriteBuffers(Rule):
     def visit_Module(self, node: cst.Module) -> None:
         """Non-persistent buffer names read from outside their class (``self.rope.freqs``)
         follow the rename, unless the module also sets an attribute of that name otherwise."""
-        hidden: set[str] = set()
+        hidden = self._hidden_in(node)
         assigned: set[str] = set()
+        rule = self
 
         class Find(cst.CSTVisitor):
-            def visit_Call(self, call: cst.Call) -> None:
-                if _buffer_call(call) and _persistent(call) is False and _literal_name(call):
-                    hidden.add(_literal_name(call))  # type: ignore[arg-type]
-
-            def visit_AssignTarget(self, target: cst.AssignTarget) -> None:
-                if isinstance(target.target, cst.Attribute):
-                    assigned.add(target.target.attr.value)
+            def visit_Assign(self, assign: cst.Assign) -> None:
+                buffer = rule._buffer_value(assign.value)
+                if buffer is not None and _persistent(buffer) is False:
+                    return  # registers a non-persistent buffer, counted in hidden
+                for target in assign.targets:
+                    if isinstance(target.target, cst.Attribute):
+                        assigned.add(target.target.attr.value)
 
         node.visit(Find())
         self._outside = hidden - assigned
@@ -112,7 +103,10 @@ class RewriteBuffers(Rule):
             return node
         return None
 
-    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+    def _hidden_in(self, node: cst.CSTNode) -> set[str]:
+        """Names of the non-persistent buffers registered in ``node``, by
+        ``self.register_buffer("x", t, persistent=False)`` or ``self.x = nn.Buffer(t,
+        persistent=False)``."""
         hidden: set[str] = set()
         rule = self
 
@@ -128,12 +122,15 @@ class RewriteBuffers(Rule):
                 if buffer is None or len(assign.targets) != 1:
                     return
                 name = self_attr(assign.targets[0].target)
-                if name and _buffer_flag(buffer) is False:
+                if name and _persistent(buffer) is False:
                     hidden.add(name)
 
         node.visit(Find())
+        return hidden
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
         self._hidden = getattr(self, "_hidden", [])
-        self._hidden.append(hidden)
+        self._hidden.append(self._hidden_in(node))
 
     def leave_ClassDef(self, original_node, updated_node):  # type: ignore[no-untyped-def]
         self._hidden.pop()
@@ -178,7 +175,7 @@ class RewriteBuffers(Rule):
         buffer = self._buffer_value(original_node.value)
         if buffer is None:
             return updated_node
-        if _buffer_flag(buffer) is None or not buffer.args or buffer.args[0].keyword:
+        if _persistent(buffer) is None or not buffer.args or buffer.args[0].keyword:
             self.unported(
                 original_node, "nn.Buffer with a non-literal persistent flag", NEEDS_REVIEW
             )

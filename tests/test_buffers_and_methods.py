@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+import pytest
 import torch
 from mlx.utils import tree_flatten
 
@@ -118,8 +119,21 @@ class Block(nn.Module):
 """
 
 
-def test_a_non_persistent_buffer_read_from_another_class_follows_the_rename(tmp_path) -> None:
-    tm, mm, _ = port_and_import(tmp_path, "outside", OUTSIDE_READ)
+@pytest.mark.parametrize(
+    "register",
+    [
+        'self.register_buffer("freqs", torch.arange(dim).float() / dim, persistent=False)',
+        "self.freqs = nn.Buffer(torch.arange(dim).float() / dim, persistent=False)",
+    ],
+    ids=["register_buffer", "nn.Buffer"],
+)
+def test_a_non_persistent_buffer_read_from_another_class_follows_the_rename(
+    tmp_path, register: str
+) -> None:
+    source = OUTSIDE_READ.replace(
+        'self.register_buffer("freqs", torch.arange(dim).float() / dim, persistent=False)', register
+    )
+    tm, mm, _ = port_and_import(tmp_path, "outside", source)
     torch_block = tm.Block(8)
     block = mm.Block(8)
     block.proj.weight = mx.array(torch_block.proj.weight.detach().numpy())
