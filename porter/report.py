@@ -160,9 +160,11 @@ def build_report(
 def _names(source: Source, ctx: PortContext) -> list[NameUse]:
     """Every name the source imports, with how the port resolved it."""
     unported = sorted({f.message.split(" ")[0] for f in ctx.findings if " " in f.message})
+    read_from = _attribute_owners(source)
     names = []
     for name, line in _imported_names(source):
         root = name.split(".")[0]
+        rows = _op_rows_under(name) if name.rpartition(".")[2] in read_from else ""
         if name in ctx.resolutions:
             how, via, reason = ctx.resolutions[name]
             use = NameUse(name, line, how, via, reason)
@@ -175,8 +177,7 @@ def _names(source: Source, ctx: PortContext) -> list[NameUse]:
             use = NameUse(name, line, "mapped", via, reason)
         elif root == "numpy":
             use = NameUse(name, line, "kept", "", "NumPy runs beside MLX; the import is kept")
-        elif _op_rows_under(name) and _uses_attributes(source, name):
-            rows = _op_rows_under(name)
+        elif rows:  # a module whose attributes the source reads and ops.toml maps
             use = NameUse(
                 name, line, "mapped", "ops.toml", f"its uses map through rules/ops.toml ({rows})"
             )
@@ -192,16 +193,13 @@ def _names(source: Source, ctx: PortContext) -> list[NameUse]:
     return names
 
 
-def _uses_attributes(source: Source, name: str) -> bool:
-    """Whether the source reads an attribute of the module it imports as ``name``'s last part
-    (``logging.get_logger`` for ``from diffusers.utils import logging``)."""
-    local = name.rpartition(".")[2]
-    return any(
-        isinstance(node, ast.Attribute)
-        and isinstance(node.value, ast.Name)
-        and node.value.id == local
+def _attribute_owners(source: Source) -> set[str]:
+    """Names the source reads an attribute of (``logging`` in ``logging.get_logger``)."""
+    return {
+        node.value.id
         for node in ast.walk(ast.parse(source.text))
-    )
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+    }
 
 
 def _op_rows_under(name: str) -> str:
